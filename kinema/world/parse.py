@@ -1,0 +1,215 @@
+"""Read a prompt in the shapes-world vocabulary into what it claims.
+
+Words are matched longest-phrase-first against a table built from `vocab`, then grouped into
+objects: size and colour (and a motion used as an adjective: "a spinning red square") before a
+shape noun belong to it; motion words after a shape belong to the last shape. A word outside
+the vocabulary, or a claim the world cannot hold (a gray object, a blue background, a spinning
+circle, three objects), is a PromptError that says which words and why.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from . import vocab
+
+
+class PromptError(ValueError):
+    """A prompt the shapes world cannot read; `unknown_words` lists out-of-vocabulary words."""
+
+    def __init__(self, message: str, unknown_words: list[str] | None = None):
+        super().__init__(message)
+        self.unknown_words = unknown_words or []
+
+
+@dataclass
+class ObjectClaim:
+    shape: str
+    colour: str | None = None
+    size: str | None = None
+    motion: str | None = None
+    speed: str | None = None
+
+    def attributes(self) -> dict[str, str]:
+        """The attributes this prompt names for the object (what the judge will check)."""
+        named = {"colour": self.colour, "shape": self.shape, "size": self.size, "motion": self.motion}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+@dataclass
+class PromptClaims:
+    text: str
+    objects: list[ObjectClaim]
+    background: str | None = None
+
+
+@dataclass
+class _Pending:
+    colour: str | None = None
+    size: str | None = None
+    parts: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return self.colour is None and self.size is None and not self.parts
+
+
+def _normalise(text: str) -> list[str]:
+    text = text.lower().replace("-", " ")
+    return re.sub(r"[^a-z0-9' ]+", " ", text).split()
+
+
+def _phrase_table() -> dict[tuple[str, ...], tuple[str, str]]:
+    table: dict[tuple[str, ...], tuple[str, str]] = {}
+
+    def add(phrase: str, tag: str, value: str = "") -> None:
+        table[tuple(_normalise(phrase))] = (tag, value)
+
+    for w in vocab.FILLER_WORDS | {"place"}:
+        add(w, "FILL")
+    for w in vocab.BACKGROUND_PREPOSITIONS:
+        add(w, "FILL")
+    for w in vocab.JOINERS:
+        add(w, "JOIN")
+    for w in vocab.DETERMINERS:
+        add(w, "DET")
+    for w in vocab.BACKGROUND_NOUNS:
+        add(w, "BGNOUN")
+    for canon, words in vocab.SIZE_WORDS.items():
+        for w in words:
+            add(w, "SIZE", canon)
+    for canon in vocab.OBJECT_COLOURS:
+        add(canon, "COLOUR", canon)
+    for canon, words in vocab.BACKGROUND_WORDS.items():
+        for w in words:
+            add(w, "BGCOLOUR", canon)
+    for canon, words in vocab.SHAPE_WORDS.items():
+        for w in words:
+            add(w, "SHAPE", canon)
+    for canon, words in vocab.SPEED_WORDS.items():
+        for w in words:
+            add(w, "SPEED", canon)
+    for verbs in vocab.MOVE_VERBS:
+        for w in verbs:
+            add(w, "VERB")
+    add("diagonally", "DIAG")
+    for canon, phrases in vocab.DIRECTION_PHRASES.items():
+        for p in phrases:
+            add(p, "DIR", canon)
+    for canon, verbs in vocab.DIRECTED_VERBS.items():
+        for pair in verbs:
+            for w in pair:
+                add(w, "DIR", canon)
+    for canon, verbs in vocab.MOTION_PHRASES.items():
+        for pair in verbs:
+            for w in pair:
+                add(w, "MOTION", canon)
+    for canon, phrases in vocab.PARSER_ONLY_MOTION_WORDS.items():
+        for p in phrases:
+            add(p, "DIR" if canon in vocab.DIRECTIONS else "MOTION", canon)
+    return table
+
+
+_TABLE = _phrase_table()
+_MAX_PHRASE = max(len(k) for k in _TABLE)
+BACKGROUND_LIST = ", ".join(vocab.BACKGROUNDS)
+COLOUR_LIST = ", ".join(vocab.OBJECT_COLOURS)
+
+
+def _tag(text: str) -> list[tuple[str, str, str]]:
+    tokens, tags, unknown, i = _normalise(text), [], [], 0
+    while i < len(tokens):
+        for n in range(min(_MAX_PHRASE, len(tokens) - i), 0, -1):
+            hit = _TABLE.get(tuple(tokens[i:i + n]))
+            if hit:
+                tags.append((hit[0], hit[1], " ".join(tokens[i:i + n])))
+                i += n
+                break
+        else:
+            unknown.append(tokens[i])
+            i += 1
+    if unknown:
+        words = ", ".join(f"'{w}'" for w in dict.fromkeys(unknown))
+        raise PromptError(
+            f"words outside the shapes-world vocabulary ({vocab.SPEC_VERSION}): {words}. Use colours "
+            f"({COLOUR_LIST}), shapes ({', '.join(w for ws in vocab.SHAPE_WORDS.values() for w in ws)}), "
+            f"sizes, motions and a {BACKGROUND_LIST} background; see docs/shapes-world.md.",
+            unknown_words=list(dict.fromkeys(unknown)))
+    return tags
+
+
+def _motion(parts: list[tuple[str, str, str]], where: str) -> tuple[str | None, str | None]:
+    """(motion, speed) from the motion words attached to one object."""
+    motions = {v for t, v, _ in parts if t in ("MOTION", "DIR")}
+    speeds = {v for t, v, _ in parts if t == "SPEED"}
+    words = " / ".join(s for _, _, s in parts)
+    if len(motions) > 1:
+        raise PromptError(f"{where} has more than one motion ({words}); each object has exactly one.")
+    if len(speeds) > 1:
+        raise PromptError(f"{where} has two speeds ({words}).")
+    motion = next(iter(motions), None)
+    if motion is None and parts:
+        raise PromptError(f"'{words}' for {where} needs a direction: left, right, up, down, or "
+                          "diagonally up-right / up-left / down-right / down-left.")
+    if any(t == "DIAG" for t, _, _ in parts) and motion not in vocab.DIAGONAL_MOTIONS:
+        raise PromptError(f"'diagonally' for {where} needs two directions, e.g. 'diagonally up-right'.")
+    speed = next(iter(speeds), None)
+    if speed and motion not in vocab.LINEAR_MOTIONS:
+        raise PromptError(f"a speed word qualifies only moving motions; {where} is {motion}.")
+    return motion, speed
+
+
+def parse_prompt(text: str) -> PromptClaims:
+    """Parse a prompt into the objects and background it claims; raise PromptError if it can't."""
+    if not text or not text.strip():
+        raise PromptError("the prompt is empty.")
+    tags = _tag(text)
+    objects: list[tuple[ObjectClaim, list]] = []
+    pending, background = _Pending(), None
+    np_open = False  # a determiner opened a noun phrase whose shape has not come yet
+    for i, (tag, value, surface) in enumerate(tags):
+        nxt = tags[i + 1][0] if i + 1 < len(tags) else None
+        if tag == "BGCOLOUR":
+            if nxt in ("SHAPE", "SIZE", "COLOUR") or (pending.colour or pending.size):
+                raise PromptError(f"'{surface}' is a background colour, not an object colour; "
+                                  f"objects are {COLOUR_LIST}.")
+            if background not in (None, value):
+                raise PromptError(f"the prompt names two backgrounds ({background} and {value}).")
+            background = value
+        elif tag == "COLOUR":
+            if nxt == "BGNOUN":
+                raise PromptError(f"'{surface}' is not a background colour; backgrounds are {BACKGROUND_LIST}.")
+            if pending.colour:
+                raise PromptError(f"one object has two colours ({pending.colour} and {value}).")
+            pending.colour = value
+        elif tag == "SIZE":
+            if pending.size:
+                raise PromptError(f"one object has two sizes ({pending.size} and {value}).")
+            pending.size = value
+        elif tag == "SHAPE":
+            objects.append((ObjectClaim(value, pending.colour, pending.size), pending.parts))
+            pending, np_open = _Pending(), False
+        elif tag in ("DET", "BGNOUN"):
+            np_open = tag == "DET"
+        elif tag in ("MOTION", "DIR", "VERB", "SPEED", "DIAG"):
+            if np_open or not pending.empty() or not objects:  # before its noun: "a spinning red square"
+                pending.parts.append((tag, value, surface))
+            else:
+                objects[-1][1].append((tag, value, surface))
+    if not pending.empty():
+        words = " ".join(w for w in [pending.size, pending.colour] + [p[2] for p in pending.parts] if w)
+        raise PromptError(f"'{words}' does not describe any shape; name a circle, square or triangle.")
+    if not objects:
+        raise PromptError("the prompt names no object; name a circle, square or triangle.")
+    if len(objects) > 2:
+        raise PromptError(f"shapes world v1 has 1 or 2 objects; the prompt names {len(objects)}.")
+    claims = []
+    for n, (obj, parts) in enumerate(objects, 1):
+        where = f"object {n} ({obj.colour or ''} {obj.shape})".replace("( ", "(")
+        obj.motion, obj.speed = _motion(parts, where)
+        if obj.shape == "circle" and obj.motion == "spinning":
+            raise PromptError("a circle cannot visibly spin in shapes world v1; spin a square or triangle.")
+        claims.append(obj)
+    colours = [o.colour for o in claims if o.colour]
+    if len(colours) != len(set(colours)):
+        raise PromptError(f"two objects never share a colour in shapes world v1 (both {colours[0]}).")
+    return PromptClaims(text, claims, background)
