@@ -1,0 +1,127 @@
+"""The `kinema` command line.
+
+    kinema data synth --out DIR --clips N [--width 64 --height 64 --frames 17 --fps 8 --seed 0]
+    kinema data check CSV [--fill]
+    kinema world sample --seed S --out clip.mp4 [--width --height --frames --fps]
+    kinema judge VIDEO --prompt "a red ball moving right"
+
+Errors a person can fix print one line to stderr and exit 2; `kinema judge` exits 0 when the
+video passes and 1 when it fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from .data.synth import SynthSettings, synth_dataset
+
+    s = SynthSettings(a.clips, a.width, a.height, a.frames, a.fps, a.seed, a.crf)
+    summary = synth_dataset(a.out, s, workers=a.workers, progress=not a.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from .data.dataset import fill_metadata, read_metadata, summarise
+
+    if a.fill:
+        print(json.dumps(fill_metadata(a.csv, progress=not a.quiet), indent=1))
+    print(json.dumps(summarise(read_metadata(a.csv)), indent=1))
+    return 0
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from .data.video_io import write_video
+    from .world import make_clip
+
+    clip = make_clip(a.seed, a.width, a.height, a.frames, a.fps)
+    write_video(a.out, clip.frames, a.fps)
+    print(json.dumps({"out": a.out, "text": clip.text, "short_text": clip.short_text}))
+    if a.ground_truth:
+        with open(a.ground_truth, "w") as fh:
+            json.dump(clip.ground_truth, fh)
+    return 0
+
+
+def _cmd_judge(a: argparse.Namespace) -> int:
+    from .data.video_io import read_video
+    from .eval.judge import judge
+    from .world.parse import parse_prompt
+
+    claims = parse_prompt(a.prompt)  # a vocabulary error is reported before decoding anything
+    verdict = judge(read_video(a.video), claims)
+    report = {"video": a.video, **verdict.to_json()}
+    text = json.dumps(report, indent=1)
+    if a.json_out:
+        with open(a.json_out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0 if verdict.passed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kinema", description="Kinema: text-to-video, from data to MP4.")
+    p.add_argument("--version", action="version", version=f"kinema {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="make and check video data sets").add_subparsers(dest="data_cmd", required=True)
+    s = data.add_parser("synth", help="write shapes-world clips as MP4 + metadata.csv + ground truth")
+    s.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    s.add_argument("--clips", type=int, required=True, help="number of clips")
+    s.add_argument("--width", type=int, default=64)
+    s.add_argument("--height", type=int, default=64)
+    s.add_argument("--frames", type=int, default=17, help="frames a clip (default 17 = 4k+1)")
+    s.add_argument("--fps", type=float, default=8.0)
+    s.add_argument("--seed", type=int, default=0, help="data set seed; clip i uses a seed derived from it")
+    s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    s.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_synth)
+
+    c = data.add_parser("check", help="validate a metadata CSV (yours or synth's) and summarise it")
+    c.add_argument("csv", help="path to metadata.csv (columns: path,text[,num_frames,height,width,fps])")
+    c.add_argument("--fill", action="store_true", help="decode the videos and write num_frames/height/width/fps")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_cmd_check)
+
+    world = sub.add_parser("world", help="the shapes world").add_subparsers(dest="world_cmd", required=True)
+    w = world.add_parser("sample", help="write one clip from a seed and print its captions")
+    w.add_argument("--seed", type=int, required=True)
+    w.add_argument("--out", required=True, help=".mp4 or .gif")
+    w.add_argument("--width", type=int, default=64)
+    w.add_argument("--height", type=int, default=64)
+    w.add_argument("--frames", type=int, default=17)
+    w.add_argument("--fps", type=float, default=8.0)
+    w.add_argument("--ground-truth", help="also write the clip's ground truth JSON here")
+    w.set_defaults(func=_cmd_sample)
+
+    j = sub.add_parser("judge", help="check from pixels whether a video shows its prompt (shapes world)")
+    j.add_argument("video")
+    j.add_argument("--prompt", required=True)
+    j.add_argument("--json-out", help="also write the report to this file")
+    j.set_defaults(func=_cmd_judge)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.dataset import DatasetError
+    from .data.video_io import VideoReadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, VideoReadError, DatasetError, FileNotFoundError) as e:  # PromptError is a ValueError
+        print(f"kinema: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kinema: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
