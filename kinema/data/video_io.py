@@ -82,13 +82,20 @@ def _write_h264(path: str, arr: np.ndarray, fps: float, crf: int, preset: str) -
 
     T, H, W, _ = arr.shape
     with av.open(path, mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        rate = Fraction(fps).limit_denominator(1000)
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = W, H
+        stream.codec_context.time_base = 1 / rate
         # 4:2:0 plays everywhere but needs even sizes; odd sizes fall back to 4:4:4.
         stream.pix_fmt = "yuv420p" if W % 2 == 0 and H % 2 == 0 else "yuv444p"
         stream.options = {"crf": str(crf), "preset": preset}
-        for frame in arr:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for i, frame in enumerate(arr):
+            # Convert to YUV here: left to the encoder, PyAV's conversion made the same frames
+            # encode to different bitstreams under CPU load (measured); this way an MP4 is
+            # reproducible byte for byte.
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt)
+            vf.pts = i
+            container.mux(stream.encode(vf))
         container.mux(stream.encode())  # flush
 
 

@@ -1,0 +1,69 @@
+"""The `kinema` command line: every subcommand and flag of the shapes-world issue."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kinema.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "kinema", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_world_sample_then_judge(tmp_path):
+    out, gt = tmp_path / "clip.mp4", tmp_path / "gt.json"
+    assert main(["world", "sample", "--seed", "4", "--out", str(out), "--width", "96", "--height", "64",
+                 "--frames", "9", "--fps", "6", "--ground-truth", str(gt)]) == 0
+    truth = json.loads(gt.read_text())
+    assert (truth["width"], truth["height"], truth["num_frames"], truth["fps"]) == (96, 64, 9, 6.0)
+    r = run("judge", str(out), "--prompt", truth["text"], "--json-out", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["pass"] is True and report["video"] == str(out)
+    assert json.loads((tmp_path / "r.json").read_text())["pass"] is True
+
+
+def test_judge_exit_codes(tmp_path):
+    out = tmp_path / "clip.mp4"
+    main(["world", "sample", "--seed", "4", "--out", str(out)])
+    failing = run("judge", str(out), "--prompt", "a white triangle moving up on a navy background")
+    assert failing.returncode == 1 and json.loads(failing.stdout)["pass"] is False
+    oov = run("judge", str(out), "--prompt", "a dragon breathing fire")
+    assert oov.returncode == 2 and "'dragon'" in oov.stderr and "'breathing'" in oov.stderr
+    assert "Traceback" not in oov.stderr
+    missing = run("judge", str(tmp_path / "nope.mp4"), "--prompt", "a red ball")
+    assert missing.returncode == 2 and "nope.mp4" in missing.stderr
+
+
+def test_data_synth_and_check(tmp_path):
+    out = tmp_path / "ds"
+    r = run("data", "synth", "--out", str(out), "--clips", "6", "--width", "64", "--height", "96",
+            "--frames", "5", "--fps", "4", "--seed", "9", "--workers", "2", "--crf", "20")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["clips"] == 6
+    assert "synth" in r.stderr  # the progress bar
+    rows = list(csv.DictReader(open(out / "metadata.csv")))
+    assert {(x["num_frames"], x["height"], x["width"], x["fps"]) for x in rows} == {("5", "96", "64", "4.0")}
+    check = run("data", "check", str(out / "metadata.csv"))
+    assert check.returncode == 0 and json.loads(check.stdout)["buckets"] == {"5x96x64": 6}
+    bad = run("data", "synth", "--out", str(tmp_path / "x"), "--clips", "3", "--width", "20")
+    assert bad.returncode == 2 and ">= 32" in bad.stderr
+
+
+def test_data_check_fill(tmp_path):
+    main(["world", "sample", "--seed", "1", "--out", str(tmp_path / "a.mp4")])
+    (tmp_path / "m.csv").write_text("path,text\na.mp4,a clip\n")
+    assert main(["data", "check", str(tmp_path / "m.csv"), "--fill", "--quiet"]) == 0
+    row = next(csv.DictReader(open(tmp_path / "m.csv")))
+    assert (row["num_frames"], row["height"], row["width"]) == ("17", "64", "64")
+
+
+def test_version_and_help():
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    r = run("--help")
+    assert r.returncode == 0 and "data" in r.stdout and "judge" in r.stdout
