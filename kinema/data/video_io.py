@@ -90,9 +90,9 @@ def _write_h264(path: str, arr: np.ndarray, fps: float, crf: int, preset: str) -
         stream.pix_fmt = "yuv420p" if W % 2 == 0 and H % 2 == 0 else "yuv444p"
         stream.options = {"crf": str(crf), "preset": preset}
         for i, frame in enumerate(arr):
-            # Convert to YUV here: left to the encoder, PyAV's conversion made the same frames
-            # encode to different bitstreams under CPU load (measured); this way an MP4 is
-            # reproducible byte for byte.
+            # Convert to YUV here, explicitly. Note: the same frames do not always give the same
+            # bytes: libx264 in PyAV's wheel varied with the process's memory state (measured;
+            # docs/shapes-world.md). Exact reproducibility lives in the generator's pixels.
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt)
             vf.pts = i
             container.mux(stream.encode(vf))
