@@ -2,12 +2,13 @@
 import hashlib
 import itertools
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from kinema.eval.judge import judge_observation, observe_ground_truth
-from kinema.world import make_clip, parse_prompt, sample_scene, vocab
+from kinema.world import captions, ground_truth, make_clip, parse_prompt, sample_scene, vocab
 from kinema.world.parse import _normalise
 from kinema.world.render import coverage
 from kinema.world.scene import allowed_motions
@@ -86,7 +87,14 @@ def test_flat_colours_from_the_palette():
         assert tuple(clip.frames[0, int(y), int(x)]) == vocab.OBJECT_COLOURS[o.colour]
 
 
-CLIPS = [make_clip(s, *size) for s, size in zip(range(3000), itertools.cycle([(64, 64), (96, 64), (64, 96)]))]
+def scene_and_captions(seed, w, h):
+    """What make_clip gives minus the pixels: these tests read captions and truth only."""
+    scene = sample_scene(seed, w, h)
+    text, short = captions(scene)
+    return SimpleNamespace(scene=scene, text=text, short_text=short, ground_truth=ground_truth(scene))
+
+
+CLIPS = [scene_and_captions(s, *size) for s, size in zip(range(3000), itertools.cycle([(64, 64), (96, 64), (64, 96)]))]
 
 
 def test_vocabulary_coverage():
