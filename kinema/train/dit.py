@@ -1,0 +1,197 @@
+"""`kinema train dit`: flow-matching training of the spacetime DiT on autoencoder latents.
+
+One process or many (torchrun, DDP applied from outside the model). Deterministic and
+resumable: every random draw of sample g at step s (noise, timestep, caption dropout) comes
+from its own generator seeded by (seed, s, g), and the data is a pure function of the step
+(kinema/data/loader.py). So a killed run that resumes from its last checkpoint, and a
+2-process run at the same global batch, compute the same per-sample losses as one process.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import flow
+from ..autoencoder import CausalVideoVAE
+from ..config import to_dict
+from ..data.loader import VideoBatches
+from ..models.dit import DiT
+from ..text import load_text_encoder
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import DiTTrainConfig
+from .distributed import Dist, init_distributed, mean_across, shutdown, wrap_ddp
+
+
+def sample_generator(seed: int, step: int, g: int, what: str) -> torch.Generator:
+    """The generator for one draw (`what`) of global sample g at `step`: independent of the
+    rank that computes it and of whether the run was resumed."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{g}:{what}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+class TextCache:
+    """Caption -> (states, mask), computed once: captions repeat across steps."""
+
+    def __init__(self, encoder):
+        self.encoder, self.store = encoder, {}
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.store))
+        if missing:
+            states, mask = self.encoder.encode(missing)
+            for t, s, m in zip(missing, states, mask):
+                self.store[t] = (s, m)
+        return torch.stack([self.store[t][0] for t in texts]), torch.stack([self.store[t][1] for t in texts])
+
+
+def lr_at(step: int, cfg: DiTTrainConfig) -> float:
+    warm = cfg.optim.warmup_steps
+    return cfg.optim.lr * min(1.0, (step + 1) / warm) if warm > 0 else cfg.optim.lr
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+
+
+def train_dit(cfg: DiTTrainConfig, progress: bool = True,
+              on_step: Callable[[int, float], None] | None = None) -> dict:
+    """Train (or resume) a DiT as `cfg` says. Returns a summary; the exported model (EMA
+    weights + autoencoder + text-encoder name) lands in OUT/model, loadable by KinemaPipeline."""
+    d = init_distributed()
+    try:
+        return _train(cfg, d, progress and d.is_main, on_step)
+    finally:
+        shutdown(d)
+
+
+def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    vae = CausalVideoVAE.from_pretrained(cfg.vae).to(d.device).eval().requires_grad_(False)
+    text = TextCache(load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length))
+    dit_cfg = copy.deepcopy(cfg.dit)
+    dit_cfg.in_channels, dit_cfg.text_dim = vae.latent_channels, text.encoder.dim
+    stride = (vae.temporal_stride, vae.spatial_stride * dit_cfg.patch_size[1], vae.spatial_stride * dit_cfg.patch_size[2])
+    for f, h, w in cfg.data.buckets:
+        if h % stride[1] or w % stride[2]:
+            raise ValueError(f"bucket {f}x{h}x{w}: height and width must be multiples of "
+                             f"{stride[1]} (autoencoder stride {vae.spatial_stride} x patch {dit_cfg.patch_size[1]})")
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
+    model = DiT(dit_cfg).to(d.device)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                            weight_decay=cfg.optim.weight_decay)
+    start = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, model, ema, opt)
+    ddp_model = wrap_ddp(model, d)
+    data = VideoBatches(cfg.data, cfg.batch_size, d.rank, d.world_size)
+    latent_cache: dict = {}
+    config_json = to_dict(cfg)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_json, indent=1))
+    log_path = out / "log.jsonl"
+    bar = tqdm(total=cfg.steps, initial=start, desc="train dit", unit="step", disable=not progress)
+    t_last, samples_since = time.perf_counter(), 0
+    loss_value = float("nan")
+    for step in range(start, cfg.steps):
+        batch = data.batch(step)
+        x0 = _latents(vae, batch, latent_cache if cfg.cache_latents else None, d)  # (b, C, T', H', W')
+        texts = ["" if torch.rand((), generator=sample_generator(cfg.seed, step, g, "drop")).item()
+                 < cfg.caption_dropout else t for g, t in zip(batch["index"], batch["text"])]
+        states, mask = text(texts)
+        tokens = math.prod(s // p for s, p in zip(x0.shape[2:], dit_cfg.patch_size))
+        shift = cfg.timestep_shift or flow.timestep_shift_for(tokens)
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=sample_generator(cfg.seed, step, g, "noise"))
+                             for g in batch["index"]]).to(d.device)
+        t = torch.cat([flow.sample_timesteps(1, sample_generator(cfg.seed, step, g, "t"), shift=shift)
+                       for g in batch["index"]]).to(d.device)
+        xt = flow.interpolate(x0, noise, t)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
+        loss = flow.flow_loss(pred.float(), x0, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        if ema is not None:
+            ema_update(ema, model, cfg.ema_decay)
+        loss_value = float(mean_across(loss.detach(), d))
+        samples_since += cfg.batch_size
+        if on_step is not None:
+            on_step(step + 1, loss_value)
+        done = step + 1
+        if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+            now = time.perf_counter()
+            rate = samples_since / (now - t_last)
+            t_last, samples_since = now, 0
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
+                                     "lr": lr_at(step, cfg), "samples_per_s": round(rate, 2),
+                                     "bucket": list(batch["bucket"])}) + "\n")
+            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
+        bar.update(1)
+        if d.is_main and cfg.preview_every and done % cfg.preview_every == 0:
+            _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
+        if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
+    bar.close()
+    if d.is_main:
+        _export(cfg, ema or model, dit_cfg, out / "model")
+    return {"out_dir": str(out), "steps": cfg.steps, "resumed_from": start, "final_loss": loss_value,
+            "world_size": d.world_size}
+
+
+@torch.no_grad()
+def _latents(vae, batch: dict, cache: dict | None, d: Dist) -> torch.Tensor:
+    """Normalised autoencoder latents of a batch (posterior mode), cached by sample key."""
+    keys = [(g, tuple(batch["bucket"])) for g in batch["index"]] if cache is not None else None
+    if cache is not None and all(k in cache for k in keys):
+        return torch.stack([cache[k] for k in keys]).to(d.device)
+    z = vae.normalize(vae.encode(batch["video"].to(d.device)).mode())
+    if cache is not None:
+        for k, zi in zip(keys, z):
+            cache[k] = zi.cpu()
+    return z
+
+
+def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path) -> None:
+    from ..pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    f, h, w = cfg.data.buckets[0]
+    save_pipeline_folder(folder, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
+                         text_max_length=cfg.text_max_length,
+                         defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
+                                                   num_inference_steps=cfg.sample_steps,
+                                                   guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift))
+
+
+def _previews(cfg, dit, vae, text_encoder, folder: Path, step: int) -> None:
+    from ..data.video_io import write_video
+    from ..pipelines.pipeline import KinemaPipeline, PipelineDefaults
+
+    f, h, w = cfg.data.buckets[0]
+    pipe = KinemaPipeline(vae, dit.eval(), text_encoder,
+                          PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
+                                           num_inference_steps=cfg.preview_steps, guidance_scale=cfg.guidance_scale,
+                                           shift=cfg.timestep_shift))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    frames = pipe(cfg.preview_prompts, generator=gen, progress=False, output_type="uint8").frames
+    for i, video in enumerate(frames):
+        write_video(folder / f"step_{step:07d}_{i}.mp4", video, fps=cfg.data.fps)
+    dit.train()
