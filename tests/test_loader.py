@@ -1,0 +1,98 @@
+"""The training loader: one path for the world and for CSV data sets, bucketing, determinism."""
+import numpy as np
+import pytest
+import torch
+
+from kinema.data.loader import DataConfig, VideoBatches, fit_to_bucket, from_model_range, to_model_range
+from kinema.data.video_io import write_video
+
+
+def test_world_batches_are_a_function_of_the_step():
+    cfg = DataConfig(buckets=[(17, 64, 64), (9, 64, 96), (5, 96, 64)], seed=3)
+    a, b = VideoBatches(cfg, 4), VideoBatches(cfg, 4)
+    shapes = set()
+    for step in range(12):
+        x, y = a.batch(step), b.batch(step)
+        assert torch.equal(x["video"], y["video"]) and x["text"] == y["text"]
+        f, h, w = x["bucket"]
+        assert x["video"].shape == (4, 3, f, h, w) and x["video"].min() >= -1 and x["video"].max() <= 1
+        shapes.add(x["bucket"])
+    assert len(shapes) == 3  # durations, sizes and aspect ratios all train, one bucket a batch
+    assert a.batch(0)["text"] != a.batch(1)["text"]  # fresh clips every step (no fixed pool)
+
+
+def test_ranks_split_the_global_batch_exactly():
+    cfg = DataConfig(num_clips=8)
+    full = VideoBatches(cfg, 4).batch(7)
+    parts = [VideoBatches(cfg, 4, rank=r, world_size=2).batch(7) for r in range(2)]
+    assert torch.equal(full["video"][0::2], parts[0]["video"]) and torch.equal(full["video"][1::2], parts[1]["video"])
+    assert full["text"][1::2] == parts[1]["text"]
+    with pytest.raises(ValueError, match="divide"):
+        VideoBatches(cfg, 3, world_size=2)
+
+
+def test_fixed_pool_repeats_its_clips_every_epoch():
+    cfg = DataConfig(num_clips=4, caption="text")
+    b = VideoBatches(cfg, 2)
+    texts = [t for s in range(6) for t in b.batch(s)["text"]]  # 3 epochs of 4 clips
+    assert len(set(texts)) == 4 and sorted(texts[:4]) == sorted(texts[4:8]) == sorted(texts[8:])
+
+
+def test_caption_choice_and_held_out_words():
+    short = VideoBatches(DataConfig(caption="short_text", exclude_words=["ball", "disc", "dot"]), 8)
+    texts = [t for s in range(10) for t in short.batch(s)["text"]]
+    assert not any(w in t.lower().split() for t in texts for w in ("ball", "disc", "dot"))
+    both = VideoBatches(DataConfig(caption="both"), 8)
+    lengths = [len(t) for s in range(5) for t in both.batch(s)["text"]]
+    assert min(lengths) < 45 < max(lengths)  # short and detailed captions both appear
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(buckets=[(16, 64, 64)]), "4k\\+1"), (dict(buckets=[(17, 16, 64)]), ">= 32"),
+    (dict(buckets=[]), "empty"), (dict(bucket_weights=[1, 2]), "one weight per bucket"),
+    (dict(source="csv"), "needs data.csv"),
+])
+def test_config_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**bad)
+
+
+def test_csv_videos_are_bucketed_by_aspect_and_fitted(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["path,text,num_frames,height,width,fps"]
+    for i, (t, h, w) in enumerate([(20, 72, 128), (20, 60, 110), (12, 128, 72), (3, 64, 64)]):
+        write_video(tmp_path / f"v{i}.mp4", rng.integers(0, 255, (t, h, w, 3), dtype=np.uint8), fps=8)
+        rows.append(f"v{i}.mp4,video {i},{t},{h},{w},8")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    cfg = DataConfig(source="csv", csv=str(tmp_path / "m.csv"), buckets=[(17, 64, 96), (9, 96, 64)])
+    b = VideoBatches(cfg, 2)
+    assert [[r.text for r in bucket] for bucket in b.by_bucket] == [["video 0", "video 1"], ["video 2"]]
+    seen = set()
+    for step in range(8):
+        x = b.batch(step)
+        f, h, w = x["bucket"]
+        assert x["video"].shape == (2, 3, f, h, w)
+        seen.update(x["text"])
+    assert seen == {"video 0", "video 1", "video 2"}  # the 3-frame video fits no bucket
+
+
+def test_csv_without_sizes_asks_for_fill(tmp_path):
+    write_video(tmp_path / "a.mp4", np.zeros((9, 64, 64, 3), np.uint8))
+    (tmp_path / "m.csv").write_text("path,text\na.mp4,hi\n")
+    with pytest.raises(ValueError, match="--fill"):
+        VideoBatches(DataConfig(source="csv", csv=str(tmp_path / "m.csv"), buckets=[(9, 64, 64)]), 1)
+
+
+def test_fit_to_bucket_covers_and_centre_crops():
+    frames = np.zeros((10, 40, 80, 3), np.uint8)
+    frames[:, :, 30:50] = 255  # a white band in the middle
+    x = fit_to_bucket(frames, (5, 32, 32), start=2)
+    assert x.shape == (3, 5, 32, 32)
+    assert x[:, :, :, 16].mean() > 0.9 and x[:, :, :, 0].mean() < -0.9  # the centre kept, sides cut
+
+
+def test_model_range_round_trip():
+    frames = np.random.default_rng(1).integers(0, 255, (2, 5, 8, 8, 3), dtype=np.uint8)
+    x = torch.stack([to_model_range(f) for f in frames])
+    assert x.shape == (2, 3, 5, 8, 8)
+    assert np.array_equal(from_model_range(x), frames)
