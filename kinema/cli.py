@@ -99,15 +99,14 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 
     pipe = KinemaPipeline.from_pretrained(a.model)
     d = pipe.defaults
-    frames = a.frames or d.num_frames
-    height, width = a.height or d.height, a.width or d.width
-    steps = a.steps or d.num_inference_steps
-    guidance = d.guidance_scale if a.guidance is None else a.guidance
+    pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
+    frames, height, width = pick(a.frames, d.num_frames), pick(a.height, d.height), pick(a.width, d.width)
+    steps, guidance = pick(a.steps, d.num_inference_steps), pick(a.guidance, d.guidance_scale)
     pipe.check_inputs(a.prompt, frames, height, width, steps, guidance)  # before any denoising
     video = pipe(a.prompt, negative_prompt=a.negative, num_frames=frames, height=height, width=width,
                  num_inference_steps=steps, guidance_scale=guidance,
                  generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet).frames[0]
-    export_to_video(video, a.out, fps=a.fps or d.fps)
+    export_to_video(video, a.out, fps=pick(a.fps, d.fps))
     print(json.dumps({"out": a.out, "prompt": a.prompt, "seed": a.seed, "num_frames": frames, "height": height,
                       "width": width, "steps": steps, "guidance": guidance}))
     return 0

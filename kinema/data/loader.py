@@ -84,7 +84,7 @@ def fit_to_bucket(frames: np.ndarray, bucket: tuple[int, int, int], start: int) 
 
 
 class VideoBatches:
-    """batch(step) -> {"video": (b, 3, T, H, W) in [-1, 1], "text": [str], "index": [int]}, where
+    """batch(step) -> {"video": (b, 3, T, H, W) in [-1, 1], "text": [str], "keys", "index", "bucket"}, where
     b = batch_size / world_size and this rank takes global samples rank, rank + world_size, ..."""
 
     def __init__(self, cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1):
@@ -124,8 +124,9 @@ class VideoBatches:
             return texts[_rng(self.cfg.seed, "caption", g).random() < 0.5]
         return texts[self.cfg.caption == "short_text"]
 
-    def sample(self, g: int, bucket: int) -> tuple[torch.Tensor, str]:
-        """Global sample g of a batch drawn from `bucket`."""
+    def sample(self, g: int, bucket: int) -> tuple[torch.Tensor, str, tuple | None]:
+        """Global sample g of a batch drawn from `bucket`: (video, caption, key). The key names
+        the clip (so its latent can be cached); None for a fresh world clip, never seen again."""
         f, h, w = self.cfg.buckets[bucket]
         if self.cfg.source == "world":
             n = self.cfg.num_clips
@@ -136,16 +137,18 @@ class VideoBatches:
                 _rng(self.cfg.seed, "epoch", g // n).shuffle(order)
                 seed = clip_seed(self.cfg.seed, order[g % n])
             clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.cfg.exclude_words)
-            return to_model_range(clip.frames), self._caption((clip.text, clip.short_text), g)
+            key = None if n is None else ("world", seed, f, h, w)
+            return to_model_range(clip.frames), self._caption((clip.text, clip.short_text), g), key
         rng = _rng(self.cfg.seed, "csv", g)
         rec = rng.choice(self.by_bucket[bucket])
         frames = read_video(rec.path)
         start = rng.randrange(frames.shape[0] - f + 1)
-        return fit_to_bucket(frames, (f, h, w), start), self._caption((rec.text, rec.short_text or rec.text), g)
+        caption = self._caption((rec.text, rec.short_text or rec.text), g)
+        return fit_to_bucket(frames, (f, h, w), start), caption, (str(rec.path), start, f, h, w)
 
     def batch(self, step: int) -> dict:
         bucket = self.bucket_for(step)
         idx = [step * self.batch_size + i for i in range(self.rank, self.batch_size, self.world_size)]
         samples = [self.sample(g, bucket) for g in idx]
         return {"video": torch.stack([s[0] for s in samples]), "text": [s[1] for s in samples],
-                "index": idx, "bucket": self.cfg.buckets[bucket]}
+                "keys": [s[2] for s in samples], "index": idx, "bucket": self.cfg.buckets[bucket]}

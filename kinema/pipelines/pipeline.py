@@ -88,14 +88,14 @@ class KinemaPipeline:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(folder / "vae")
-        _save_dit(self.dit, self.dit.config, folder / "dit")
+        _save_dit(self.dit, self.dit.cfg, folder / "dit")
         spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
         _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults)
 
     # --- generation --------------------------------------------------------------------------
     @property
     def size_multiple(self) -> int:
-        return self.vae.spatial_stride * max(self.dit.config.patch_size[1:])
+        return self.vae.spatial_stride * max(self.dit.cfg.patch_size[1:])
 
     def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float) -> list[str]:
         """Every argument checked before any heavy work; one clear error each."""
@@ -109,7 +109,7 @@ class KinemaPipeline:
         for name, v in (("height", height), ("width", width)):
             if v < m or v % m:
                 raise ValueError(f"{name} must be a positive multiple of {m} (autoencoder stride "
-                                 f"{self.vae.spatial_stride} x patch {self.dit.config.patch_size[1]}), got {v}")
+                                 f"{self.vae.spatial_stride} x patch {self.dit.cfg.patch_size[1]}), got {v}")
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
         if guidance < 0:
@@ -122,9 +122,9 @@ class KinemaPipeline:
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", progress: bool = True) -> KinemaPipelineOutput:
         d = self.defaults
-        num_frames = num_frames or d.num_frames
-        height, width = height or d.height, width or d.width
-        steps = num_inference_steps or d.num_inference_steps
+        pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
+        num_frames, height, width = pick(num_frames, d.num_frames), pick(height, d.height), pick(width, d.width)
+        steps = pick(num_inference_steps, d.num_inference_steps)
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
         prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance)
         if output_type not in ("np", "uint8"):
@@ -136,7 +136,7 @@ class KinemaPipeline:
         ts, ss = self.vae.temporal_stride, self.vae.spatial_stride
         shape = (B, self.vae.latent_channels, (num_frames - 1) // ts + 1, height // ss, width // ss)
         noise = torch.randn(shape, generator=generator).to(device)  # CPU generator: same noise on any device
-        tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.config.patch_size))
+        tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.cfg.patch_size))
         shift = d.shift or flow.timestep_shift_for(tokens)
         cond, cond_mask, uncond, uncond_mask = (x.to(device) for x in (cond, cond_mask, uncond, uncond_mask))
 
@@ -152,7 +152,7 @@ class KinemaPipeline:
         from tqdm import tqdm
 
         with tqdm(total=steps, desc="denoise", unit="step", disable=not progress) as bar:
-            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar.update)
+            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar)
         video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
         frames = from_model_range(video)  # (B, F, H, W, 3) uint8
         if output_type == "np":

@@ -159,14 +159,15 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
 
 @torch.no_grad()
 def _latents(vae, batch: dict, cache: dict | None, d: Dist) -> torch.Tensor:
-    """Normalised autoencoder latents of a batch (posterior mode), cached by sample key."""
-    keys = [(g, tuple(batch["bucket"])) for g in batch["index"]] if cache is not None else None
-    if cache is not None and all(k in cache for k in keys):
+    """Normalised autoencoder latents of a batch (posterior mode), cached by clip key."""
+    keys = batch["keys"]
+    if cache is not None and all(k is not None and k in cache for k in keys):
         return torch.stack([cache[k] for k in keys]).to(d.device)
     z = vae.normalize(vae.encode(batch["video"].to(d.device)).mode())
     if cache is not None:
         for k, zi in zip(keys, z):
-            cache[k] = zi.cpu()
+            if k is not None:
+                cache[k] = zi.cpu()
     return z
 
 
