@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,18 +39,26 @@ def sample_generator(seed: int, step: int, g: int, what: str) -> torch.Generator
 
 
 class TextCache:
-    """Caption -> (states, mask), computed once: captions repeat across steps."""
+    """Caption -> (states, mask), computed once and kept in a bounded LRU: a fixed pool repeats
+    its captions every epoch, while fresh world clips would grow an unbounded dict. (In memory,
+    not kinema.text.CachedTextEncoder's disk cache: fresh clips would write a file a caption.)"""
 
-    def __init__(self, encoder):
-        self.encoder, self.store = encoder, {}
+    def __init__(self, encoder, max_items: int = 8192):
+        self.encoder, self.max_items, self.store = encoder, max_items, OrderedDict()
 
     def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         missing = list(dict.fromkeys(t for t in texts if t not in self.store))
         if missing:
             states, mask = self.encoder.encode(missing)
             for t, s, m in zip(missing, states, mask):
-                self.store[t] = (s, m)
-        return torch.stack([self.store[t][0] for t in texts]), torch.stack([self.store[t][1] for t in texts])
+                self.store[t] = (s.clone(), m.clone())  # own storage, not a view of the batch
+        rows = []
+        for t in texts:
+            self.store.move_to_end(t)
+            rows.append(self.store[t])
+        while len(self.store) > self.max_items:
+            self.store.popitem(last=False)
+        return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
 
 def lr_at(step: int, cfg: DiTTrainConfig) -> float:

