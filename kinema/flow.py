@@ -1,0 +1,158 @@
+"""Rectified flow: the path, the target, the time sampling, the sampler and guidance, in one place.
+
+Convention (SD3, Open-Sora 2.0): t = 0 is data, t = 1 is noise, and the path between them is a
+straight line (rectified flow, Liu et al. 2022; flow matching, Lipman et al. 2022):
+
+    x_t = (1 - t) * x0 + t * noise          d x_t / d t = noise - x0 = v
+
+The network learns v(x_t, t, text) with a plain MSE; sampling integrates dx/dt = v from t = 1
+(pure noise) down to t = 0 with Euler steps. The layout follows minRF (cloneofsimo/minRF).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t, t of shape (B,)) -> v, same shape as x_t
+
+
+def _expand(t: Tensor, x: Tensor) -> Tensor:
+    """(B,) -> (B, 1, 1, ...) so a per-sample time broadcasts over a sample of any rank."""
+    return t.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)  # (B, 1, ..., 1)
+
+
+def interpolate(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """x_t = (1 - t) * x0 + t * noise, with t of shape (B,)."""
+    t = _expand(t, x0)
+    return (1 - t) * x0 + t * noise
+
+
+def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
+    """d x_t / d t along the straight path: constant in t."""
+    return noise - x0
+
+
+def timestep_shift_for(num_tokens: int, base_tokens: int = 256, max_shift: float = 12.0) -> float:
+    """The shift alpha for a sample of `num_tokens` transformer tokens (frames included).
+
+    More tokens carry more redundant signal, so at a given t the image is less destroyed; shifting
+    t towards 1 (more noise) restores the signal-to-noise balance the model saw at the base size.
+    SD3 (Esser et al. 2024, sec. 5.3.2) derives alpha = sqrt(m / n) for m tokens against a base
+    of n. Open-Sora 2.0 (`get_schedule`) applies the same idea to video: a spatial factor times
+    sqrt(latent frames), so a longer clip gets a larger shift; at 256 px both rules agree
+    (alpha = sqrt(frames)). max_shift = 12 is about Open-Sora 2.0's largest setting
+    (768 px, 129 frames -> 2.07 * sqrt(33) = 11.9).
+    """
+    if num_tokens < 1 or base_tokens < 1:
+        raise ValueError(f"num_tokens and base_tokens must be >= 1, got {num_tokens} and {base_tokens}")
+    return float(min(max(math.sqrt(num_tokens / base_tokens), 1.0), max_shift))
+
+
+def shift_time(t: Tensor, alpha: float) -> Tensor:
+    """t -> alpha t / (1 + (alpha - 1) t): a monotone map of [0, 1] onto itself, t=0 and 1 fixed."""
+    if alpha == 1.0:
+        return t
+    return alpha * t / (1 + (alpha - 1) * t)
+
+
+def sample_timesteps(batch: int, generator: torch.Generator | None = None, shift: float = 1.0,
+                     mean: float = 0.0, std: float = 1.0, device: torch.device | str | None = None) -> Tensor:
+    """(B,) training times: logit-normal (SD3 sec. 3.1, 'rf/lognorm(0.00, 1.00)'), then shifted.
+
+    The logit-normal puts most samples at mid t, where the velocity is hardest to predict, and few
+    at the ends, where it is nearly x0 or the noise. Drawn on the generator's device from the
+    given generator, so a seeded training run sees the same times.
+    """
+    gen_device = generator.device if generator is not None else "cpu"
+    u = torch.randn(batch, generator=generator, device=gen_device) * std + mean
+    t = shift_time(torch.sigmoid(u), shift)
+    return t.to(device) if device is not None else t
+
+
+def flow_loss(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
+    """MSE to the velocity target, mean over every element; in fp32 so a bf16 prediction's loss
+    is not rounded to 8 bits of mantissa."""
+    return F.mse_loss(pred.float(), velocity_target(x0, noise).float())
+
+
+def sampling_timesteps(steps: int, shift: float = 1.0) -> Tensor:
+    """(steps + 1,) times from 1 (noise) to 0 (data), uniform then shifted (more steps at high noise)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
+
+
+def cfg_combine(v_cond: Tensor, v_uncond: Tensor, guidance_scale: float) -> Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) on the velocity:
+    v_uncond + s (v_cond - v_uncond), written around v_cond so that s = 1 gives v_cond bit for bit."""
+    return v_cond + (guidance_scale - 1.0) * (v_cond - v_uncond)
+
+
+def _cat(a: Any, b: Any) -> Any:
+    """Concatenate two conditionings along the batch: tensors, or dicts / tuples of tensors."""
+    if isinstance(a, Tensor):
+        if a.shape[1:] != b.shape[1:]:
+            raise ValueError(f"cond and uncond must match past the batch dim to be batched together, "
+                             f"got {tuple(a.shape)} and {tuple(b.shape)} (pad both prompts to one length)")
+        return torch.cat([a, b])
+    if isinstance(a, dict):
+        return {k: _cat(a[k], b[k]) for k in a}
+    if isinstance(a, (tuple, list)):
+        return type(a)(_cat(x, y) for x, y in zip(a, b))
+    if a is None:
+        return None
+    raise TypeError(f"cannot batch a conditioning of type {type(a).__name__}")
+
+
+def _call(model_fn: Callable, x: Tensor, t: Tensor, cond: Any) -> Tensor:
+    if isinstance(cond, dict):
+        return model_fn(x, t, **cond)
+    if isinstance(cond, (tuple, list)):
+        return model_fn(x, t, *cond)
+    return model_fn(x, t, cond)
+
+
+def guided_velocity_fn(model_fn: Callable, cond: Any, uncond: Any, guidance_scale: float) -> VelocityFn:
+    """A velocity_fn(x, t) for `euler_sample` that applies classifier-free guidance.
+
+    model_fn(x, t, *cond) (tuple), model_fn(x, t, **cond) (dict) or model_fn(x, t, cond) (tensor).
+    With guidance_scale != 1, cond and uncond run in ONE forward pass of batch 2B (as diffusers
+    does): one launch of the big matmuls instead of two. With guidance_scale == 1 the uncond pass
+    is skipped, since it would be multiplied by zero.
+    """
+    if guidance_scale == 1.0:
+        return lambda x, t: _call(model_fn, x, t, cond)
+    both = _cat(cond, uncond)
+
+    def velocity_fn(x: Tensor, t: Tensor) -> Tensor:
+        v = _call(model_fn, torch.cat([x, x]), torch.cat([t, t]), both)  # (2B, ...)
+        v_cond, v_uncond = v.chunk(2)  # (B, ...) each
+        return cfg_combine(v_cond, v_uncond, guidance_scale)
+
+    return velocity_fn
+
+
+@torch.no_grad()
+def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: float = 1.0,
+                 progress: Any = None) -> Tensor:
+    """Integrate dx/dt = v from t=1 (noise) to t=0 with `steps` Euler steps; returns the x0 estimate.
+
+    velocity_fn(x, t) gets t of shape (B,). `progress` is optional: an object with .update(n)
+    (a tqdm bar) gets update(1) per step; any other callable gets progress(step, steps).
+    Exact for a straight path whose velocity is constant, which is what rectified flow learns.
+    """
+    ts = sampling_timesteps(steps, shift).tolist()
+    x = noise
+    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
+        v = velocity_fn(x, t_batch)
+        x = x + (t_next - t) * v.to(x.dtype)
+        if hasattr(progress, "update"):
+            progress.update(1)
+        elif progress is not None:
+            progress(i + 1, steps)
+    return x

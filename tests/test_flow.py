@@ -1,0 +1,155 @@
+"""kinema.flow: the path, the target, time sampling and shift, the Euler sampler, guidance."""
+import pytest
+import torch
+
+from kinema import flow
+
+
+def _pair(seed=0, shape=(3, 4, 2, 6, 6)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
+def test_interpolate_endpoints_and_midpoint():
+    x0, noise = _pair()
+    B = x0.shape[0]
+    assert torch.equal(flow.interpolate(x0, noise, torch.zeros(B)), x0)
+    assert torch.equal(flow.interpolate(x0, noise, torch.ones(B)), noise)
+    mid = flow.interpolate(x0, noise, torch.full((B,), 0.5))
+    assert torch.allclose(mid, (x0 + noise) / 2)
+    t = torch.tensor([0.0, 0.3, 1.0])  # per-sample times broadcast over the sample
+    xt = flow.interpolate(x0, noise, t)
+    assert torch.equal(xt[0], x0[0]) and torch.equal(xt[2], noise[2])
+
+
+def test_velocity_target_is_the_time_derivative():
+    x0, noise = _pair(1)
+    B = x0.shape[0]
+    t = torch.tensor([0.1, 0.5, 0.8], dtype=torch.float64)
+    x0, noise = x0.double(), noise.double()
+    h = 1e-6
+    deriv = (flow.interpolate(x0, noise, t + h) - flow.interpolate(x0, noise, t - h)) / (2 * h)
+    assert torch.allclose(deriv, flow.velocity_target(x0, noise), atol=1e-8)
+    # and the path is straight: x_t + (1 - t) v lands on the noise exactly
+    xt = flow.interpolate(x0, noise, t)
+    assert torch.allclose(xt + (1 - t).view(B, 1, 1, 1, 1) * flow.velocity_target(x0, noise), noise)
+
+
+def test_shift_time_identity_monotone_and_endpoints():
+    t = torch.linspace(0, 1, 101)
+    assert torch.equal(flow.shift_time(t, 1.0), t)
+    for alpha in (0.5, 2.0, 3.0, 8.0):
+        s = flow.shift_time(t, alpha)
+        assert (s.diff() > 0).all()
+        assert s[0] == 0 and torch.isclose(s[-1], torch.tensor(1.0))
+        if alpha > 1:
+            assert (s[1:-1] > t[1:-1]).all()  # a shift > 1 spends more time at high noise
+
+
+def test_timestep_shift_for_tokens_and_frames():
+    assert flow.timestep_shift_for(256) == 1.0
+    assert flow.timestep_shift_for(64) == 1.0  # clamped below at 1
+    assert flow.timestep_shift_for(256 * 9) == pytest.approx(3.0)
+    one_frame = flow.timestep_shift_for(16 * 16)
+    many_frames = flow.timestep_shift_for(16 * 16 * 33)  # longer video, same size: larger shift
+    assert many_frames > one_frame
+    assert flow.timestep_shift_for(10**9, max_shift=5.0) == 5.0
+    with pytest.raises(ValueError):
+        flow.timestep_shift_for(0)
+
+
+def test_sample_timesteps_logit_normal_median_shift_and_determinism():
+    g = torch.Generator().manual_seed(0)
+    t = flow.sample_timesteps(20000, g)
+    assert t.shape == (20000,) and (t > 0).all() and (t < 1).all()
+    assert abs(t.median().item() - 0.5) < 0.02
+    t3 = flow.sample_timesteps(20000, torch.Generator().manual_seed(0), shift=3.0)
+    assert t3.median().item() > 0.7  # shift_time(0.5, 3) = 0.75
+    a = flow.sample_timesteps(16, torch.Generator().manual_seed(7))
+    b = flow.sample_timesteps(16, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, flow.sample_timesteps(16, torch.Generator().manual_seed(8)))
+
+
+def test_flow_loss_zero_at_target():
+    x0, noise = _pair(2)
+    assert flow.flow_loss(noise - x0, x0, noise).item() == 0.0
+    assert flow.flow_loss(torch.zeros_like(x0), x0, noise).item() == pytest.approx(((noise - x0) ** 2).mean().item())
+
+
+def test_sampling_timesteps():
+    ts = flow.sampling_timesteps(10, shift=1.0)
+    assert ts.shape == (11,) and ts[0] == 1.0 and ts[-1] == 0.0 and (ts.diff() < 0).all()
+    shifted = flow.sampling_timesteps(10, shift=3.0)
+    assert shifted[0] == 1.0 and shifted[-1] == 0.0 and (shifted[1:-1] > ts[1:-1]).all()
+
+
+@pytest.mark.parametrize("steps,shift", [(1, 1.0), (7, 1.0), (25, 3.0)])
+def test_euler_recovers_x0_on_a_straight_path(steps, shift):
+    x0, noise = _pair(3)
+    calls = []
+
+    def velocity_fn(x, t):
+        calls.append(t)
+        assert t.shape == (x.shape[0],)
+        return flow.velocity_target(x0, noise)
+
+    out = flow.euler_sample(velocity_fn, noise, steps, shift=shift)
+    assert len(calls) == steps
+    assert torch.allclose(out, x0, atol=1e-5)
+
+
+def test_euler_progress_callable_and_tqdm_like():
+    x0, noise = _pair(4)
+    seen = []
+    flow.euler_sample(lambda x, t: noise - x0, noise, 4, progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    flow.euler_sample(lambda x, t: noise - x0, noise, 5, progress=bar)
+    assert bar.n == 5
+
+
+def test_cfg_combine():
+    c, u = torch.randn(2, 3), torch.randn(2, 3)
+    assert torch.equal(flow.cfg_combine(c, u, 1.0), c)
+    assert torch.allclose(flow.cfg_combine(c, u, 0.0), u, atol=1e-6)
+    assert torch.allclose(flow.cfg_combine(c, u, 4.0), u + 4 * (c - u))
+
+
+def test_guided_velocity_fn_batches_cond_and_uncond_in_one_call():
+    calls = []
+
+    def model_fn(x, t, text, text_mask):
+        calls.append((x.shape[0], t.shape[0], text.shape[0], text_mask.shape[0]))
+        # a velocity that depends on the text, per sample
+        return x * text.mean(dim=(1, 2)).view(-1, 1, 1) + t.view(-1, 1, 1)
+
+    B = 2
+    x, t = torch.randn(B, 3, 4), torch.full((B,), 0.5)
+    cond = {"text": torch.randn(B, 5, 8), "text_mask": torch.ones(B, 5, dtype=torch.bool)}
+    uncond = {"text": torch.randn(B, 5, 8), "text_mask": torch.ones(B, 5, dtype=torch.bool)}
+    v = flow.guided_velocity_fn(model_fn, cond, uncond, 5.0)(x, t)
+    assert calls == [(2 * B, 2 * B, 2 * B, 2 * B)]
+    expected = flow.cfg_combine(model_fn(x, t, **cond), model_fn(x, t, **uncond), 5.0)
+    assert torch.allclose(v, expected, atol=1e-6)
+
+    calls.clear()
+    v1 = flow.guided_velocity_fn(model_fn, cond, uncond, 1.0)(x, t)
+    assert calls == [(B, B, B, B)]  # scale 1: the uncond pass is skipped
+    assert torch.allclose(v1, model_fn(x, t, **cond))
+
+    # tuple conditioning works the same way; mismatched lengths are a clear error
+    calls.clear()
+    flow.guided_velocity_fn(model_fn, (cond["text"], cond["text_mask"]),
+                            (uncond["text"], uncond["text_mask"]), 3.0)(x, t)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="pad both prompts"):
+        flow.guided_velocity_fn(model_fn, cond, {"text": torch.randn(B, 7, 8), "text_mask": cond["text_mask"]},
+                                2.0)(x, t)
