@@ -36,6 +36,7 @@ class DiTTrainConfig:
     vae: str = "runs/vae-f8t4"
     text_encoder: str = "minilm"  # "minilm" or a local Hugging Face folder
     text_max_length: int = 32
+    text_cache_dir: str | None = None  # also keep caption embeddings on disk, across runs
     data: DataConfig = field(default_factory=DataConfig)
     batch_size: int = 16  # global, over all ranks
     steps: int = 1000

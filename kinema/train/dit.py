@@ -25,7 +25,7 @@ from ..autoencoder import CausalVideoVAE
 from ..config import to_dict
 from ..data.loader import VideoBatches
 from ..models.dit import DiT
-from ..text import load_text_encoder
+from ..text import CachedTextEncoder, load_text_encoder
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, init_distributed, mean_across, shutdown, wrap_ddp
@@ -88,7 +88,10 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     vae = CausalVideoVAE.from_pretrained(cfg.vae).to(d.device).eval().requires_grad_(False)
-    text = TextCache(load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length))
+    encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length)
+    if cfg.text_cache_dir:
+        encoder = CachedTextEncoder(encoder, cfg.text_cache_dir)
+    text = TextCache(encoder)
     dit_cfg = copy.deepcopy(cfg.dit)
     dit_cfg.in_channels, dit_cfg.text_dim = vae.latent_channels, text.encoder.dim
     stride = (vae.temporal_stride, vae.spatial_stride * dit_cfg.patch_size[1], vae.spatial_stride * dit_cfg.patch_size[2])

@@ -1,0 +1,222 @@
+"""`kinema train dit`: a tiny run end to end, kill + resume, DDP under torchrun, the exported model,
+KinemaPipeline and `kinema generate`."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.autoencoder import CausalVideoVAE, VAEConfig
+from kinema.config import ConfigError
+from kinema.data.video_io import read_video, read_video_info
+from kinema.pipelines import KinemaPipeline, export_to_video
+from kinema.train.config import load_dit_train_config
+from kinema.train.dit import train_dit
+
+CONFIG = """
+preset = "dit-t"
+vae = "{vae}"
+text_max_length = 32
+batch_size = 4
+steps = {steps}
+log_every = 1
+ckpt_every = 2
+precision = "fp32"
+guidance_scale = 2.0
+sample_steps = 3
+out_dir = "{out}"
+[dit]
+hidden_size = 48
+depth = 2
+num_heads = 2
+[data]
+buckets = [[5, 32, 32]]
+num_clips = 8
+[optim]
+warmup_steps = 2
+lr = 1e-3
+"""
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
+    path = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(path)
+    return path
+
+
+def write_config(tmp_path, vae_dir, name, steps=8):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(CONFIG.format(vae=vae_dir, out=tmp_path / name, steps=steps))
+    return path
+
+
+def losses(run: Path) -> dict[int, float]:
+    out = {}
+    for line in (run / "log.jsonl").read_text().splitlines():  # a resumed run re-logs steps: last wins
+        rec = json.loads(line)
+        out[rec["step"]] = rec["loss"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, vae_dir):
+    tmp = tmp_path_factory.mktemp("run")
+    cache = json.dumps(str(tmp / "text_cache"))
+    summary = train_dit(load_dit_train_config(write_config(tmp, vae_dir, "full"), [f"text_cache_dir={cache}"]),
+                        progress=False)
+    return tmp, summary
+
+
+def test_a_tiny_run_logs_checkpoints_and_exports(trained):
+    tmp, summary = trained
+    run = tmp / "full"
+    assert summary["steps"] == 8 and summary["resumed_from"] == 0
+    log = losses(run)
+    assert sorted(log) == list(range(1, 9)) and all(np.isfinite(v) for v in log.values())
+    assert (run / "checkpoints" / "latest").read_text() == "step_0000008"
+    assert len(list((run / "checkpoints").glob("step_*"))) == 2  # keep_checkpoints
+    assert len(list((tmp / "text_cache").rglob("*.safetensors"))) >= 8  # caption embeddings kept on disk
+    index = json.loads((run / "model" / "model_index.json").read_text())
+    assert index["text_encoder"] == "minilm" and index["defaults"]["num_frames"] == 5
+
+
+KILLER = """
+import os, signal, sys
+from kinema.train.config import load_dit_train_config
+from kinema.train.dit import train_dit
+def hook(step, loss):
+    if step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: a real crash
+train_dit(load_dit_train_config(sys.argv[1]), progress=False, on_step=hook)
+"""
+
+
+def test_killed_run_resumes_to_the_same_losses(tmp_path, vae_dir, trained):
+    cfg_path = write_config(tmp_path, vae_dir, "killed")
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(cfg_path)], capture_output=True, timeout=300)
+    assert proc.returncode == -9
+    assert (tmp_path / "killed" / "checkpoints" / "latest").read_text() == "step_0000004"
+    summary = train_dit(load_dit_train_config(cfg_path), progress=False)
+    assert summary["resumed_from"] == 4
+    full, resumed = losses(trained[0] / "full"), losses(tmp_path / "killed")
+    for step in range(5, 9):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-7), step
+
+
+def test_torchrun_two_processes_match_one(tmp_path, vae_dir, trained):
+    cfg_path = write_config(tmp_path, vae_dir, "ddp", steps=6)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "kinema", "train", "dit", "--config", str(cfg_path), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"world_size": 2' in proc.stdout
+    full, ddp = losses(trained[0] / "full"), losses(tmp_path / "ddp")
+    for step in range(1, 7):
+        assert ddp[step] == pytest.approx(full[step], rel=1e-4), step
+
+
+def test_config_errors(tmp_path, vae_dir):
+    cfg = write_config(tmp_path, vae_dir, "x")
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_dit_train_config(cfg, ["optim.momentum=0.9"])
+    with pytest.raises(ConfigError, match="unknown DiT preset"):
+        load_dit_train_config(cfg, ["preset=dit-huge"])
+    with pytest.raises(ValueError, match="multiples of 16"):
+        train_dit(load_dit_train_config(cfg, ["data.buckets=[[5, 40, 40]]"]), progress=False)
+
+
+@pytest.fixture(scope="module")
+def pipe(trained):
+    return KinemaPipeline.from_pretrained(trained[0] / "full" / "model")
+
+
+def test_pipeline_same_seed_same_video(pipe):
+    def run(seed, **kw):
+        return pipe("a red ball moving right", generator=torch.Generator().manual_seed(seed), progress=False, **kw).frames[0]
+    a, b, c = run(1), run(1), run(2)
+    assert a.shape == (5, 32, 32, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert run(1, num_frames=9, height=48, width=64).shape == (9, 48, 64, 3)
+    uint8 = pipe(["a", "b"], output_type="uint8", num_inference_steps=2, progress=False).frames
+    assert len(uint8) == 2 and uint8[0].dtype == np.uint8
+
+
+def test_negative_prompt_and_guidance_are_used(pipe):
+    """On a DiT whose text path is not ~zero (weights perturbed), the negative prompt and the
+    guidance scale change the video; guidance 1 ignores the negative prompt (one forward pass)."""
+    import copy
+
+    dit = copy.deepcopy(pipe.dit)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    strong = KinemaPipeline(pipe.vae, dit, pipe.text_encoder, pipe.defaults)
+
+    def run(**kw):
+        return strong("a red ball", generator=torch.Generator().manual_seed(0), progress=False, **kw).frames[0]
+    base = run(guidance_scale=3.0)
+    assert not np.array_equal(base, run(guidance_scale=3.0, negative_prompt="a blue square"))
+    assert not np.array_equal(base, run(guidance_scale=1.0))
+    assert np.array_equal(run(guidance_scale=1.0), run(guidance_scale=1.0, negative_prompt="a blue square"))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prompt=""), "empty"), (dict(prompt=["ok", " "]), "empty"),
+    (dict(num_frames=6), "4k\\+1"), (dict(height=40), "multiple of 16"), (dict(width=8), "multiple of 16"),
+    (dict(num_inference_steps=0), ">= 1"), (dict(guidance_scale=-1), ">= 0"), (dict(output_type="pil"), "output_type"),
+])
+def test_pipeline_bad_arguments(pipe, kwargs, message):
+    kwargs = {"prompt": "a red ball", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pipe(progress=False, **kwargs)
+
+
+def test_no_default_model_yet_is_a_clear_error(monkeypatch, tmp_path):
+    import kinema.pipelines.pipeline as pl
+
+    monkeypatch.setattr(pl, "DEFAULT_MODEL_DIR", tmp_path / "weights" / "default")
+    with pytest.raises(FileNotFoundError, match="no default model is shipped"):
+        KinemaPipeline.from_pretrained()
+
+
+def test_save_pretrained_round_trip_and_export(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "copy")
+    again = KinemaPipeline.from_pretrained(tmp_path / "copy")
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = pipe("a red ball", generator=gen(), progress=False).frames[0]
+    b = again("a red ball", generator=gen(), progress=False).frames[0]
+    assert np.array_equal(a, b)
+    path = export_to_video(a, str(tmp_path / "v.mp4"), fps=4)
+    assert read_video_info(path).num_frames == 5 and read_video_info(path).fps == 4.0
+    with pytest.raises(FileNotFoundError, match="not a Kinema model folder"):
+        KinemaPipeline.from_pretrained(tmp_path)
+
+
+def test_cli_generate_every_flag(trained, tmp_path):
+    model = trained[0] / "full" / "model"
+    out = tmp_path / "g.mp4"
+    cmd = [sys.executable, "-m", "kinema", "generate", "a red ball moving right", "--out", str(out), "--model", str(model),
+           "--seed", "3", "--steps", "2", "--guidance", "1.5", "--negative", "a blue square", "--frames", "9",
+           "--width", "48", "--height", "32", "--fps", "4", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    first = read_video(out)
+    assert first.shape == (9, 32, 48, 3) and read_video_info(out).fps == 4.0
+    assert json.loads(r.stdout)["seed"] == 3
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    assert np.abs(read_video(out).astype(int) - first.astype(int)).mean() < 1  # same seed, same video
+    for bad, message in [(["--frames", "8"], "4k+1"), (["--width", "50"], "multiple of 16")]:
+        r = subprocess.run(cmd + bad, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "kinema", "generate", " ", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "empty" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "kinema", "generate", "a ball", "--out", str(out), "--model",
+                        str(tmp_path / "nope")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no model folder" in r.stderr
