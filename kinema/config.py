@@ -124,19 +124,23 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """base dict (e.g. a preset) <- TOML file <- key=value overrides, then type-checked."""
     data = json.loads(json.dumps(base or {}))
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no config file at '{p}'")
-        try:
-            file_data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"'{p}' is not valid TOML: {e}") from None
-        data = _merge(data, file_data)
+        data = merge(data, read_toml(path))
     return from_dict(cls, apply_overrides(data, overrides or []))
 
 
-def _merge(a: dict, b: dict) -> dict:
+def read_toml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"no config file at '{p}'")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"'{p}' is not valid TOML: {e}") from None
+
+
+def merge(a: dict, b: dict) -> dict:
+    """b over a, recursively for nested tables."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out

@@ -10,12 +10,11 @@
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import ConfigError, _merge, apply_overrides, from_dict
+from ..config import ConfigError, apply_overrides, from_dict, merge, read_toml
 from ..data.loader import DataConfig
 from ..models.dit import PRESETS, DiTConfig
 
@@ -61,18 +60,9 @@ class DiTTrainConfig:
 
 def load_dit_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DiTTrainConfig:
     """file <- overrides, on top of the named preset's DiTConfig."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no config file at '{p}'")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"'{p}' is not valid TOML: {e}") from None
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(read_toml(path) if path is not None else {}, overrides or [])
     preset = data.get("preset", DiTTrainConfig.preset)
     if preset not in PRESETS:
         raise ConfigError(f"unknown DiT preset {preset!r}; presets: {sorted(PRESETS)}")
-    data["dit"] = _merge(dict(PRESETS[preset]), data.get("dit", {}))
+    data["dit"] = merge(dict(PRESETS[preset]), data.get("dit", {}))
     return from_dict(DiTTrainConfig, data)
