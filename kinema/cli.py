@@ -73,14 +73,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
         from .autoencoder.train import VAETrainConfig, train_vae
         from .config import load_config
 
-        summary = train_vae(load_config(VAETrainConfig, a.config, a.set), progress=not a.quiet)
+        cfg = load_config(VAETrainConfig, a.config, a.set)
+        vae = train_vae(cfg, progress=not a.quiet)
+        summary = {"out_dir": cfg.out_dir, "steps": cfg.steps, "params": vae.num_params(),
+                   "scaling_factor": vae.config.scaling_factor, "shift_factor": vae.config.shift_factor}
     else:
         from .train.config import load_dit_train_config
         from .train.dit import train_dit
 
         summary = train_dit(load_dit_train_config(a.config, a.set), progress=not a.quiet)
-    if summary is not None:
-        print(json.dumps(summary, default=str))
+    print(json.dumps(summary))
     return 0
 
 

@@ -23,6 +23,12 @@ def test_own_captions_pass_after_mp4(tmp_path, size):
             assert v.passed, (seed, caption, [(c.check, c.measured, c.value) for c in v.failed()])
 
 
+def test_a_second_bounce_on_the_last_frame_is_still_bouncing(tmp_path):
+    clip = make_clip(1_000_000_134)  # the ball lands a second time exactly on the last frame
+    assert "bouncing" in clip.text
+    assert judge(mp4_round_trip(tmp_path, clip.frames), clip.text).passed
+
+
 def test_other_clips_false_captions_fail_and_name_what_differs(tmp_path):
     clips = [make_clip(20_000 + s) for s in range(30)]
     for i, clip in enumerate(clips):

@@ -49,8 +49,10 @@ def _track(o: ObjectObservation, W: int, H: int) -> dict:
     disp = last - first
     frac = (ts - ts[0]) / max(1, ts[-1] - ts[0])
     lerp = first + frac[:, None] * disp  # constant-velocity path, (n, 2)
-    k = int(np.argmax(c[:, 1]))
-    rebound = float(c[k, 1] - c[k:, 1].min()) if k < len(c) - 1 else 0.0
+    # The bounce: the first frame that reaches the lowest level (a ball that bounces twice
+    # touches the floor again later, maybe on the last frame), and how far it rises after it.
+    k = int(np.nonzero(c[:, 1] >= c[:, 1].max() - 0.02)[0][0])
+    rebound = float(c[k, 1] - c[k:, 1].min())
     return {
         "dx": float(disp[0]), "dy": float(disp[1]),
         "max_excursion": float(np.abs(c - first).max()),
