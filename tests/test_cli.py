@@ -67,3 +67,32 @@ def test_version_and_help():
     assert e.value.code == 0
     r = run("--help")
     assert r.returncode == 0 and "data" in r.stdout and "judge" in r.stdout
+
+
+def test_train_vae_cli(tmp_path):
+    cfg = tmp_path / "vae.toml"
+    cfg.write_text(f'''steps = 2
+precision = "fp32"
+eval_clips = 2
+scale_clips = 2
+checkpoint_every = 1
+log_every = 1
+out_dir = "{tmp_path / 'vae'}"
+[model]
+latent_channels = 4
+base_channels = 8
+channel_mult = [1, 1, 1]
+norm_groups = 4
+[data]
+width = 32
+height = 32
+frames = 5
+batch_size = 1
+''')
+    r = run("train", "vae", "--config", str(cfg), "--set", "optim.lr=1e-3", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["params"] > 0
+    assert (tmp_path / "vae" / "model.safetensors").is_file() and (tmp_path / "vae" / "config.json").is_file()
+    bad = run("train", "vae", "--config", str(cfg), "--set", "model.channels=3")
+    assert bad.returncode == 2 and "unknown config key" in bad.stderr

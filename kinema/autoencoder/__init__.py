@@ -1,0 +1,9 @@
+"""The video autoencoder: a causal 3D-conv VAE with 4x8x8 compression (docs/autoencoder.md).
+
+    from kinema.autoencoder import CausalVideoVAE
+    vae = CausalVideoVAE.from_pretrained("runs/vae-f8t4")
+    z = vae.normalize(vae.encode(x).mode())   # x (B, 3, 4k+1, H, W) in [-1, 1]
+"""
+from .vae import CausalVideoVAE, DiagonalGaussian, VAEConfig
+
+__all__ = ["CausalVideoVAE", "DiagonalGaussian", "VAEConfig"]
