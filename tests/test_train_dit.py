@@ -68,7 +68,8 @@ def losses(run: Path) -> dict[int, float]:
 def trained(tmp_path_factory, vae_dir):
     tmp = tmp_path_factory.mktemp("run")
     cache = json.dumps(str(tmp / "text_cache"))
-    summary = train_dit(load_dit_train_config(write_config(tmp, vae_dir, "full"), [f"text_cache_dir={cache}"]),
+    summary = train_dit(load_dit_train_config(write_config(tmp, vae_dir, "full"),
+                                              [f"text_cache_dir={cache}", "preview_every=4", "preview_steps=2"]),
                         progress=False)
     return tmp, summary
 
@@ -82,6 +83,9 @@ def test_a_tiny_run_logs_checkpoints_and_exports(trained):
     assert (run / "checkpoints" / "latest").read_text() == "step_0000008"
     assert len(list((run / "checkpoints").glob("step_*"))) == 2  # keep_checkpoints
     assert len(list((tmp / "text_cache").rglob("*.safetensors"))) >= 8  # caption embeddings kept on disk
+    previews = sorted(p.name for p in (run / "previews").iterdir())
+    assert previews == ["step_0000004_0.mp4", "step_0000008_0.mp4"]
+    assert read_video(run / "previews" / previews[0]).shape == (5, 32, 32, 3)
     index = json.loads((run / "model" / "model_index.json").read_text())
     assert index["text_encoder"] == "minilm" and index["defaults"]["num_frames"] == 5
 
