@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..config import to_dict
+from ..data.loader import from_model_range, to_model_range
 from ..eval.metrics import psnr, ssim
 from .vae import CausalVideoVAE, VAEConfig, replace_config
 
@@ -83,16 +84,6 @@ def train_seed(seed: int, step: int, index: int) -> int:
     return (int.from_bytes(digest, "little") >> 2) | (1 << 62)
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8 (rounded, clipped)."""
-    return x.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
-
-
 def vae_batches(cfg: VAETrainConfig, start_step: int = 0) -> Iterator[torch.Tensor]:
     """Batches (B, 3, T, H, W) in [-1, 1]; the batch of step s depends only on (cfg.seed, s)."""
     d = cfg.data
@@ -105,7 +96,7 @@ def vae_batches(cfg: VAETrainConfig, start_step: int = 0) -> Iterator[torch.Tens
     while True:
         clips = [make_clip(train_seed(cfg.seed, step, b), d.width, d.height, d.frames).frames
                  for b in range(d.batch_size)]
-        yield torch.stack([to_tensor(f) for f in clips])
+        yield torch.stack([to_model_range(f) for f in clips])
         step += 1
 
 
@@ -128,7 +119,7 @@ def _metadata_batches(cfg: VAETrainConfig, start_step: int) -> Iterator[torch.Te
                 raise ValueError(f"'{rec.path}' is {v.shape[0]}x{v.shape[1]}x{v.shape[2]} (TxHxW); training needs "
                                  f"{d.height}x{d.width} and at least {d.frames} frames")
             t0 = rng.randrange(v.shape[0] - d.frames + 1)
-            batch.append(to_tensor(np.ascontiguousarray(v[t0:t0 + d.frames])))
+            batch.append(to_model_range(v[t0:t0 + d.frames]))
         yield torch.stack(batch)
         step += 1
 
@@ -292,10 +283,9 @@ def evaluate_vae(vae: CausalVideoVAE, num_clips: int = 200, seed: int = 0, width
     seeds = [EVAL_SEED_BASE + seed + i for i in range(num_clips)]
     for i in tqdm(range(0, num_clips, batch_size), disable=not progress):
         clips = [make_clip(s, width, height, frames) for s in seeds[i:i + batch_size]]
-        x = torch.stack([to_tensor(c.frames) for c in clips])
+        x = torch.stack([to_model_range(c.frames) for c in clips])
         x_hat = vae.decode(vae.encode(x).mode())
-        for c, r in zip(clips, x_hat):
-            rec = to_uint8(r)
+        for c, rec in zip(clips, from_model_range(x_hat)):
             psnrs.append(psnr(c.frames, rec))
             ssims.append(ssim(c.frames, rec))
             passed += bool(judge(rec, c.text).passed)
