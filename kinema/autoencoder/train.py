@@ -27,12 +27,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..config import to_dict
 from ..data.loader import from_model_range, to_model_range
+from ..train.checkpoint import load_optimizer, optimizer_tensors
 from ..eval.metrics import psnr, ssim
 from .vae import CausalVideoVAE, VAEConfig, replace_config
 
@@ -152,16 +152,9 @@ def save_checkpoint(path: Path, vae: CausalVideoVAE, opt: torch.optim.Optimizer,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(tmp / "model.safetensors"))
-    tensors, scalars = {}, {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.ndim > 0:
-                tensors[f"{i}.{k}"] = v.contiguous()
-            else:
-                scalars[f"{i}.{k}"] = float(v)
+    tensors, opt_meta = optimizer_tensors(opt)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer_scalars": scalars,
-                                                "config": to_dict(cfg)}, indent=1))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, "config": to_dict(cfg)}, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
@@ -169,17 +162,7 @@ def save_checkpoint(path: Path, vae: CausalVideoVAE, opt: torch.optim.Optimizer,
 def load_checkpoint(path: Path, vae: CausalVideoVAE, opt: torch.optim.Optimizer) -> int:
     vae.load_state_dict(load_file(str(path / "model.safetensors")))
     meta = json.loads((path / "state.json").read_text())
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    sd = opt.state_dict()
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    for key, v in meta["optimizer_scalars"].items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = torch.tensor(v)
-    sd["state"] = state
-    opt.load_state_dict(sd)
+    load_optimizer(opt, load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
     return int(meta["step"])
 
 

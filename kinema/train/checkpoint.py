@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state as safetensors-ready tensors plus a JSON-ready rest."""
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for idx, state in sd["state"].items():
@@ -29,7 +30,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     state: dict[int, dict] = {}
     for key, v in list(tensors.items()) + list(meta["scalars"].items()):
         idx, name = key.split(".", 1)
@@ -48,7 +49,7 @@ def save_checkpoint(out_dir: str | Path, step: int, model: torch.nn.Module, ema:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
     if ema is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
-    tensors, opt_meta = _optimizer_tensors(opt)
+    tensors, opt_meta = optimizer_tensors(opt)
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, "config": config}, indent=1))
     final = root / name
@@ -77,5 +78,5 @@ def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | N
     model.load_state_dict(load_file(path / "model.safetensors"))
     if ema is not None and (path / "ema.safetensors").is_file():
         ema.load_state_dict(load_file(path / "ema.safetensors"))
-    _load_optimizer(opt, load_file(path / "optimizer.safetensors"), meta["optimizer"])
+    load_optimizer(opt, load_file(path / "optimizer.safetensors"), meta["optimizer"])
     return int(meta["step"])
