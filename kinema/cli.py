@@ -8,6 +8,9 @@
     kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
     kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --negative
                     --frames --width --height --fps]
+    kinema eval --model DIR --suite shapes-v1 --prompts 100 --videos-per-prompt 2 --out REPORT_DIR
+                [--compare OTHER_REPORT --i3d I3D.pt]   (or --report R --compare R2; or --vae DIR ...)
+    kinema bench [--model DIR | --preset dit-t] [--repeats 5] [--out bench.json]
 
 Errors a person can fix print one line to stderr and exit 2; `kinema judge` exits 0 when the
 video passes and 1 when it fails.
@@ -114,6 +117,27 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .eval.evaluate import run_command
+
+    print(json.dumps(run_command(vars(a)), indent=1))
+    return 0
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import BenchSettings, format_result, run_bench, write_result
+
+    s = BenchSettings(model=a.model, preset=a.preset, vae_config=a.vae_config, frames=a.frames, height=a.height,
+                      width=a.width, steps=a.steps, guidance=a.guidance, batch=a.batch, vae_batch=a.vae_batch,
+                      repeats=a.repeats, device=a.device, precision=a.precision, threads=a.threads,
+                      compare=not a.no_compare)
+    result = run_bench(s, progress=(lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr)))
+    print(format_result(result))
+    write_result(result, a.out)
+    print(f"saved {a.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kinema", description="Kinema: text-to-video, from data to MP4.")
     p.add_argument("--version", action="version", version=f"kinema {__version__}")
@@ -178,6 +202,52 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
+
+    e = sub.add_parser("eval", help="evaluate a model on a prompt suite, or autoencoders (docs/evaluation.md)")
+    e.add_argument("--model", help="model folder (default: the model shipped with Kinema)")
+    e.add_argument("--report", help="re-render a saved report (folder or report.json) instead of generating")
+    e.add_argument("--vae", action="append", metavar="DIR", help="evaluate autoencoder folders by compression "
+                   "ratio instead (repeat for several)")
+    e.add_argument("--out", required=True, help="report folder: report.json, report.html, gifs/")
+    e.add_argument("--suite", help="versioned prompt suite (default shapes-v1)")
+    e.add_argument("--prompts", type=int, help="number of prompts from the suite (default 100)")
+    e.add_argument("--videos-per-prompt", type=int, help="videos per prompt, each its own seed (default 2)")
+    e.add_argument("--width", type=int, help="default 64")
+    e.add_argument("--height", type=int, help="default 64")
+    e.add_argument("--frames", type=int, help="default 17")
+    e.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    e.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    e.add_argument("--i3d", help="I3D TorchScript file: report FVD (otherwise the FD-hand substitute)")
+    e.add_argument("--gifs", type=int,
+                   help="sample GIFs in the report: first video of the first N prompts (default 24)")
+    e.add_argument("--compare", help="another report (folder or report.json) to show side by side")
+    e.add_argument("--label", help="this model's name in the report (default: the folder name)")
+    e.add_argument("--clips", type=int, help="--vae: held-out clips (default 200)")
+    e.add_argument("--seed", type=int, help="--vae: held-out world seeds start at 1,000,000,000 + seed (0)")
+    e.add_argument("--threads", type=int, help="torch threads")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_eval)
+
+    b = sub.add_parser("bench", help="speed and memory per stage, MFU, and vs diffusers (docs/BENCHMARKS.md)")
+    b.add_argument("--model", help="model folder; default: random weights of --preset and --vae-config")
+    b.add_argument("--preset", default="dit-t", help="DiT preset when no --model (default dit-t)")
+    b.add_argument("--vae-config", default="configs/vae-f8t4.toml",
+                   help="VAE recipe (TOML with [model]) when no --model; missing: VAEConfig defaults")
+    b.add_argument("--frames", type=int, default=17)
+    b.add_argument("--height", type=int, default=64)
+    b.add_argument("--width", type=int, default=64)
+    b.add_argument("--steps", type=int, help="denoising steps for the generation stages (default: the model's)")
+    b.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    b.add_argument("--batch", type=int, default=8, help="batch of the denoiser, training and DiT-vs-diffusers runs")
+    b.add_argument("--vae-batch", type=int, default=2, help="clips per VAE-vs-diffusers run")
+    b.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median), after 1 warm-up")
+    b.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    b.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on a GPU, fp32 on CPU")
+    b.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    b.add_argument("--no-compare", action="store_true", help="skip the diffusers side-by-side")
+    b.add_argument("--out", default="bench.json", help="JSON results (default bench.json)")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 
