@@ -42,6 +42,11 @@ def test_caption_choice_and_held_out_words():
     short = VideoBatches(DataConfig(caption="short_text", exclude_words=["ball", "disc", "dot"]), 8)
     texts = [t for s in range(10) for t in short.batch(s)["text"]]
     assert not any(w in t.lower().split() for t in texts for w in ("ball", "disc", "dot"))
+    from kinema.world.vocab import HELD_OUT_WORDS
+    held = VideoBatches(DataConfig(caption="both", hold_out_wording=True, exclude_words=["ball"]), 8)
+    assert set(held.excluded_words) == {"ball", *HELD_OUT_WORDS}
+    words = {w for s in range(10) for t in held.batch(s)["text"] for w in t.lower().replace(".", "").split()}
+    assert not words & {"ball", *HELD_OUT_WORDS}
     both = VideoBatches(DataConfig(caption="both"), 8)
     lengths = [len(t) for s in range(5) for t in both.batch(s)["text"]]
     assert min(lengths) < 45 < max(lengths)  # short and detailed captions both appear

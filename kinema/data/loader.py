@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..world import make_clip
+from ..world.vocab import HELD_OUT_WORDS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed
 from .video_io import read_video
@@ -33,6 +34,7 @@ class DataConfig:
     num_clips: int | None = None  # world: a fixed pool of N clips; None = a fresh clip every sample
     caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
     exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
+    hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
     fps: float = 8.0
     seed: int = 0
 
@@ -124,6 +126,11 @@ class VideoBatches:
             return texts[_rng(self.cfg.seed, "caption", g).random() < 0.5]
         return texts[self.cfg.caption == "short_text"]
 
+    @property
+    def excluded_words(self) -> list[str]:
+        held_out = list(HELD_OUT_WORDS) if self.cfg.hold_out_wording else []
+        return [*self.cfg.exclude_words, *held_out]
+
     def sample(self, g: int, bucket: int) -> tuple[torch.Tensor, str, tuple | None]:
         """Global sample g of a batch drawn from `bucket`: (video, caption, key). The key names
         the clip (so its latent can be cached); None for a fresh world clip, never seen again."""
@@ -136,7 +143,7 @@ class VideoBatches:
                 order = list(range(n))
                 _rng(self.cfg.seed, "epoch", g // n).shuffle(order)
                 seed = clip_seed(self.cfg.seed, order[g % n])
-            clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.cfg.exclude_words)
+            clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
             key = None if n is None else ("world", seed, f, h, w)
             return to_model_range(clip.frames), self._caption((clip.text, clip.short_text), g), key
         rng = _rng(self.cfg.seed, "csv", g)

@@ -33,10 +33,12 @@ class Clip:
 
 
 def make_clip(seed: int, width: int = 64, height: int = 64, num_frames: int = 17, fps: float = 8.0,
-              num_objects: int | None = None, exclude_words: Collection[str] = ()) -> Clip:
-    """One clip from its seed: same arguments, same pixels and captions, on any machine."""
+              num_objects: int | None = None, exclude_words: Collection[str] = (),
+              prefer_words: Collection[str] = ()) -> Clip:
+    """One clip from its seed: same arguments, same pixels and captions, on any machine.
+    Captions never use `exclude_words` and use `prefer_words` wherever they can."""
     scene = sample_scene(seed, width, height, num_frames, fps, num_objects)
-    text, short = captions(scene, exclude_words)
+    text, short = captions(scene, exclude_words, prefer_words)
     return Clip(scene, render(scene), text, short)
 
 

@@ -4,7 +4,9 @@ The detailed caption names, for each object, size, colour, shape, motion (with i
 when the motion has one) and the background. The short caption names colour, shape and motion,
 and sometimes size; what it names is exact. Wording varies by synonyms, word order, verb
 form and joiners, always from `vocab`, so the parser reads back every caption written here.
-`exclude` removes surface forms (e.g. held-out synonyms) from what the captioner may use.
+`exclude` removes surface forms (e.g. held-out synonyms) from what the captioner may use;
+`prefer` makes it pick a form containing one of these words wherever an option has one (the
+held-out generalisation prompts: `vocab.HELD_OUT_WORDS`).
 """
 from __future__ import annotations
 
@@ -19,18 +21,20 @@ BACKGROUND_PHRASES = ["on a {} background", "against a {} background", "over a {
 
 
 class _Writer:
-    def __init__(self, rng: _Rng, exclude: Collection[str]):
-        self.rng, self.exclude = rng, set(exclude)
+    def __init__(self, rng: _Rng, exclude: Collection[str], prefer: Collection[str] = ()):
+        self.rng, self.exclude, self.prefer = rng, set(exclude), set(prefer)
 
     def pick(self, options: list):
-        """A random option whose words are not excluded (options may be (participle, present))."""
-        def ok(o):
+        """A random option whose words are not excluded (options may be (participle, present)),
+        among the preferred ones if any option has a preferred word."""
+        def has(o, words_set):
             words = " ".join(o) if isinstance(o, tuple) else o
-            return not any(w in self.exclude for w in [words, *words.split()])
-        allowed = [o for o in options if ok(o)]
+            return any(w in words_set for w in [words, *words.split()])
+        allowed = [o for o in options if not has(o, self.exclude)]
         if not allowed:
             raise ValueError(f"every wording of {options} is excluded")
-        return self.rng.choice(allowed)
+        preferred = [o for o in allowed if has(o, self.prefer)]
+        return self.rng.choice(preferred or allowed)
 
     def noun_phrase(self, tr: Track, with_size: bool) -> str:
         words = [self.pick(vocab.SIZE_WORDS[tr.size])] if with_size else []
@@ -71,8 +75,9 @@ def _sentence(text: str, period: bool) -> str:
     return text + "." if period else text
 
 
-def detailed_caption(scene: Scene, rng: _Rng, exclude: Collection[str] = ()) -> str:
-    w = _Writer(rng, exclude)
+def detailed_caption(scene: Scene, rng: _Rng, exclude: Collection[str] = (),
+                     prefer: Collection[str] = ()) -> str:
+    w = _Writer(rng, exclude, prefer)
     template = rng.choice(["after", "after", "before", "clause", "video"])
     present = template != "video" and rng.chance(0.5)
     body = w.clauses(scene, present, detailed=True)
@@ -88,12 +93,13 @@ def detailed_caption(scene: Scene, rng: _Rng, exclude: Collection[str] = ()) -> 
     return _sentence(text, rng.chance(0.7))
 
 
-def short_caption(scene: Scene, rng: _Rng, exclude: Collection[str] = ()) -> str:
-    w = _Writer(rng, exclude)
+def short_caption(scene: Scene, rng: _Rng, exclude: Collection[str] = (),
+                  prefer: Collection[str] = ()) -> str:
+    w = _Writer(rng, exclude, prefer)
     return _sentence(w.clauses(scene, rng.chance(0.5), detailed=False), rng.chance(0.3))
 
 
-def captions(scene: Scene, exclude: Collection[str] = ()) -> tuple[str, str]:
+def captions(scene: Scene, exclude: Collection[str] = (), prefer: Collection[str] = ()) -> tuple[str, str]:
     """(detailed, short) captions of a scene; deterministic given the scene's seed."""
     rng = _Rng(scene.seed ^ 0x5EED_CA97)  # its own stream: captions never shift the pixels
-    return detailed_caption(scene, rng, exclude), short_caption(scene, rng, exclude)
+    return detailed_caption(scene, rng, exclude, prefer), short_caption(scene, rng, exclude, prefer)

@@ -102,6 +102,21 @@ PARSER_ONLY_MOTION_WORDS: dict[str, list[str]] = {
                   "towards the lower left"],
 }
 
+# --- held-out wording (the default model never trains on these; docs/default-model.md) --------
+# One synonym (or phrase) per concept that has several: training captions exclude every form
+# below (`make_clip(..., exclude_words=HELD_OUT_WORDS)`), and the generalisation test writes its
+# prompts preferring them (`prefer_words=HELD_OUT_WORDS`), so the model can follow them only
+# through what the pretrained text encoder knows. Every concept keeps a trained wording.
+HELD_OUT_WORDS: tuple[str, ...] = (
+    "disc", "block",                      # circle (circle, ball, dot), square (square, box)
+    "tiny", "large",                      # small (small, little), big (big)
+    "grey", "backdrop",                   # gray (gray), background
+    "drifting", "drifts", "gliding", "glides",      # moving, sliding, travelling, heading
+    "descending", "descends", "climbing", "climbs",  # sinking, rising
+    "rotating", "rotates", "expanding", "expands", "contracting", "contracts",
+    "resting", "rests", "rapidly",
+)
+
 # --- glue words --------------------------------------------------------------------------------
 DETERMINERS = ["a", "an", "the", "one"]
 JOINERS = ["and", "while", "as", "meanwhile", "whereas"]
