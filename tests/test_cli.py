@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from kinema.cli import main
 
@@ -96,3 +97,36 @@ batch_size = 1
     assert (tmp_path / "vae" / "model.safetensors").is_file() and (tmp_path / "vae" / "config.json").is_file()
     bad = run("train", "vae", "--config", str(cfg), "--set", "model.channels=3")
     assert bad.returncode == 2 and "unknown config key" in bad.stderr
+
+
+def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
+    from kinema.autoencoder import CausalVideoVAE, VAEConfig
+    from kinema.models.dit import DiT, dit_config
+    from kinema.pipelines import KinemaPipeline
+    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
+    vae.save_pretrained(tmp_path / "vae")
+    (tmp_path / "vae" / "log.jsonl").write_text("{}\n")  # training leftovers must not travel
+    cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
+    model = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
+                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2))
+    with torch.no_grad():  # a decoder fine-tune: same encoder and factors, new decoder
+        for p in vae.decoder.parameters():
+            p.add_(0.01)
+    vae.save_pretrained(tmp_path / "decoder")
+    out = tmp_path / "shipped"
+    assert main(["export", str(model), "--out", str(out), "--vae", str(tmp_path / "decoder"), "--guidance", "3.5"]) == 0
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == ["dit/config.json", "dit/model.safetensors", "model_index.json", "vae/config.json",
+                     "vae/model.safetensors"]
+    pipe = KinemaPipeline.from_pretrained(out)
+    assert pipe.defaults.guidance_scale == 3.5 and pipe.defaults.num_inference_steps == 2
+    for a, b in zip(pipe.vae.decoder.parameters(), vae.decoder.parameters()):
+        assert torch.equal(a, b)
+    other = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
+    other.save_pretrained(tmp_path / "other")  # another encoder: another latent space
+    r = run("export", str(model), "--out", str(tmp_path / "x"), "--vae", str(tmp_path / "other"))
+    assert r.returncode == 2 and "only a decoder fine-tune" in r.stderr and not (tmp_path / "x").exists()
+    assert run("export", str(tmp_path / "nothing")).returncode == 2

@@ -164,6 +164,19 @@ def test_trainer_saves_and_resumes_to_the_same_weights(tmp_path):
     assert set(res) >= {"psnr", "ssim", "judge_pass"} and 0 <= res["judge_pass"] <= 1
 
 
+def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
+    base = train_vae(tiny_train_cfg(tmp_path / "a", 2), progress=False, log=lambda *a: None)
+    tuned = train_vae(tiny_train_cfg(tmp_path / "d", 3, init_from=str(tmp_path / "a"), train_encoder="false",
+                                     seed=1), progress=False, log=lambda *a: None)
+    for (k, p), q in zip(base.encoder.state_dict().items(), tuned.encoder.state_dict().values()):
+        assert torch.equal(p, q), k  # the encoder, so the latents, are bit-identical
+    assert (tuned.config.scaling_factor, tuned.config.shift_factor) == (base.config.scaling_factor,
+                                                                         base.config.shift_factor)
+    assert any(not torch.equal(p, q) for p, q in zip(base.decoder.parameters(), tuned.decoder.parameters()))
+    with pytest.raises(ValueError, match="set init_from"):
+        train_vae(tiny_train_cfg(tmp_path / "x", 1, train_encoder="false"), progress=False, log=lambda *a: None)
+
+
 def test_config_file_and_data():
     cfg = load_config(VAETrainConfig, "configs/vae-f8t4.toml")
     assert cfg.model.patch_size * 2 ** sum(cfg.model.spatial_down) == 8 and sum(cfg.model.temporal_down) == 2

@@ -76,6 +76,11 @@ class VAETrainConfig:
     out_dir: str = "runs/vae-f8t4"
     seed: int = 0
     threads: int = 2  # torch intra-op threads (0: leave torch's default)
+    # Fine-tuning: start from a trained VAE folder's weights (its [model] config replaces this one's).
+    init_from: str | None = None
+    # False: train the decoder only. The encoder, and so the latent space and its scale/shift
+    # factors, stay exactly as they were: a DiT trained on the old latents works with the new decoder.
+    train_encoder: bool = True
 
 
 def train_seed(seed: int, step: int, index: int) -> int:
@@ -176,9 +181,18 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    vae = CausalVideoVAE(cfg.model)
+    if cfg.init_from:
+        vae = CausalVideoVAE.from_pretrained(cfg.init_from)
+        cfg.model = vae.config
+    else:
+        vae = CausalVideoVAE(cfg.model)
+    if not cfg.train_encoder:
+        if not cfg.init_from:
+            raise ValueError("train_encoder = false fine-tunes a decoder: set init_from to a trained VAE folder")
+        vae.encoder.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
     o = cfg.optim
-    opt = torch.optim.AdamW(vae.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     ckpt, step = out / "checkpoint", 0
     if (ckpt / "state.json").is_file():
         step = load_checkpoint(ckpt, vae, opt)
@@ -187,6 +201,8 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
     log(f"CausalVideoVAE: {vae.num_params() / 1e6:.2f} M params, {cfg.precision}, "
         f"batch {cfg.data.batch_size} x {cfg.data.frames}x{cfg.data.height}x{cfg.data.width}, {cfg.steps} steps")
     vae.train()
+    if not cfg.train_encoder:
+        vae.encoder.eval()  # frozen: no dropout/norm-statistics drift (GroupNorm has none, but say it)
     batches = vae_batches(cfg, start_step=step)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     t_last, n_last = time.perf_counter(), 0
@@ -199,7 +215,7 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
             loss, stats = vae_loss(vae, x, cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), o.grad_clip) if o.grad_clip > 0 else None
+        gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip) if o.grad_clip > 0 else None
         opt.step()
         step += 1
         n_last += x.shape[0]
@@ -224,8 +240,11 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
             vae.train()
     bar.close()
     vae.eval()
-    shift, scale = latent_stats(vae, cfg)
-    replace_config(vae, shift_factor=shift, scaling_factor=scale)
+    if cfg.train_encoder:
+        shift, scale = latent_stats(vae, cfg)
+        replace_config(vae, shift_factor=shift, scaling_factor=scale)
+    else:  # the latent space is unchanged: keep the factors the DiT was trained with
+        shift, scale = vae.config.shift_factor, vae.config.scaling_factor
     vae.save_pretrained(out)
     log(f"latent shift {shift:.4f} scale {scale:.4f}; saved {out}")
     if cfg.eval_clips:

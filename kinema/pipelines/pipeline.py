@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__, flow
 from ..autoencoder import CausalVideoVAE
+from ..autoencoder.vae import CONFIG_NAME as VAE_CONFIG, WEIGHTS_NAME as VAE_WEIGHTS
 from ..config import from_dict, to_dict
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
@@ -187,7 +189,49 @@ def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.
     """Write a model folder from a trained DiT and an autoencoder folder (what training exports)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(vae_dir, folder / "vae", dirs_exist_ok=True)
+    (folder / "vae").mkdir(exist_ok=True)
+    for name in (VAE_CONFIG, VAE_WEIGHTS):  # not the training run's checkpoint, logs or optimizer state
+        shutil.copy2(Path(vae_dir) / name, folder / "vae" / name)
     _save_dit(dit, dit_config, folder / "dit")
     _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
     return folder
+
+
+def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae_dir: str | Path | None = None,
+                 defaults: dict | None = None) -> Path:
+    """Copy a trained model folder to `out` (default: the shipped default model) with only what
+    generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local.
+
+    `vae_dir` swaps in another autoencoder whose *encoder* is the one the DiT was trained on (a
+    decoder fine-tune, configs/vae-f8t4-decoder.toml): checked bit for bit, so the latent space and
+    its scale/shift factors cannot silently change. `defaults` overrides generation defaults."""
+    src, out = Path(model_dir), Path(out)
+    if not (src / INDEX_FILE).is_file():
+        raise FileNotFoundError(f"no model folder at '{src}' (no {INDEX_FILE})")
+    index = json.loads((src / INDEX_FILE).read_text())
+    vae_src = src / index["vae"]
+    if vae_dir is not None:
+        old, new = CausalVideoVAE.from_pretrained(vae_src), CausalVideoVAE.from_pretrained(vae_dir)
+        same = (old.config.scaling_factor, old.config.shift_factor) == (new.config.scaling_factor,
+                                                                       new.config.shift_factor)
+        same = same and all(torch.equal(a, b) for a, b in zip(old.encoder.state_dict().values(),
+                                                              new.encoder.state_dict().values()))
+        if not same:
+            raise ValueError(f"'{vae_dir}' has another encoder or latent factors than the model's autoencoder: "
+                             "only a decoder fine-tune (train_encoder = false) can be swapped in")
+        vae_src = Path(vae_dir)
+    if defaults:
+        index["defaults"] = asdict(from_dict(PipelineDefaults, {**index["defaults"], **defaults}))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part, names in ((index["dit"], ("config.json", "model.safetensors")), ("vae", (VAE_CONFIG, VAE_WEIGHTS))):
+        (tmp / part).mkdir(parents=True)
+        for name in names:
+            shutil.copy2((src / part if part != "vae" else vae_src) / name, tmp / part / name)
+    if index["text_encoder"] == "text_encoder":
+        shutil.copytree(src / "text_encoder", tmp / "text_encoder")
+    index["vae"] = "vae"
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out

@@ -36,6 +36,7 @@ class DiTTrainConfig:
     text_encoder: str = "minilm"  # "minilm" or a local Hugging Face folder
     text_max_length: int = 32
     text_cache_dir: str | None = None  # also keep caption embeddings on disk, across runs
+    text_cache_items: int = 8192  # captions kept in memory (LRU); >= 2 x data.num_clips keeps a pool's all
     data: DataConfig = field(default_factory=DataConfig)
     batch_size: int = 16  # global, over all ranks
     steps: int = 1000

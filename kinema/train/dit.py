@@ -91,7 +91,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length)
     if cfg.text_cache_dir:
         encoder = CachedTextEncoder(encoder, cfg.text_cache_dir)
-    text = TextCache(encoder)
+    text = TextCache(encoder, cfg.text_cache_items)
     dit_cfg = copy.deepcopy(cfg.dit)
     dit_cfg.in_channels, dit_cfg.text_dim = vae.latent_channels, text.encoder.dim
     stride = (vae.temporal_stride, vae.spatial_stride * dit_cfg.patch_size[1], vae.spatial_stride * dit_cfg.patch_size[2])
