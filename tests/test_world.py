@@ -171,3 +171,16 @@ def test_excluded_words_are_never_written():
     for s in range(300):
         c = make_clip(s, exclude_words=held_out)
         assert not held_out & (set(_normalise(c.text)) | set(_normalise(c.short_text))), c.text
+
+
+def test_bounce_comes_to_rest_instead_of_looping():
+    """Bounce times form a geometric series with a finite sum: past it the object rests on the
+    floor (a 5-frame 32x32 clip once looped forever here)."""
+    from kinema.world.scene import _bounce
+    for T in range(3, 10):
+        for hit in (0.05, 0.3, 0.6, 0.95):
+            for r in (0.1, 0.5, 0.8):
+                ys = _bounce(2.0, 20.0, T, hit, r)
+                assert len(ys) == T and max(ys) <= 20.0 + 1e-9 and ys[0] == 2.0
+    for s in range(60):  # tiny, short clips: every motion terminates
+        make_clip(s, 32, 32, 5)

@@ -227,7 +227,12 @@ def _bounce(y0: float, y_floor: float, T: int, hit_frac: float, restitution: flo
             ys.append(y0 + 0.5 * g * t * t)
             continue
         while t - t_hit > 2 * v / g:  # a later bounce happened before frame t
+            if 2 * v / g < 1e-9:  # the bounces have died out (their times sum to a finite limit): at rest
+                break
             t_hit, v = t_hit + 2 * v / g, v * restitution
+        if 2 * v / g < 1e-9:
+            ys.append(y_floor)
+            continue
         tau = t - t_hit
         ys.append(y_floor - v * tau + 0.5 * g * tau * tau)
     return ys
