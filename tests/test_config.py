@@ -56,3 +56,15 @@ def test_file_then_overrides(tmp_path):
         apply_overrides({}, ["steps"])
     with pytest.raises(ConfigError, match="unknown"):
         load_config(Cfg, overrides=["optim.momentum=0.9"])
+
+
+def test_one_lr_schedule_for_both_trainers():
+    from kinema.autoencoder.train import VAEOptimConfig
+    from kinema.train.optim import OptimConfig, lr_at
+    dit = OptimConfig(lr=1e-3, warmup_steps=10)  # the DiT's default: warmup, then constant
+    assert [lr_at(s, dit, 100) for s in (0, 9, 10, 99)] == [1e-4, 1e-3, 1e-3, 1e-3]
+    vae = VAEOptimConfig()  # the autoencoder's default: warmup, then cosine to min_lr_ratio
+    assert vae.schedule == "cosine" and vae.lr == 1e-3 and vae.betas == (0.9, 0.99)
+    assert lr_at(vae.warmup_steps, vae, 1000) == vae.lr
+    assert abs(lr_at(1000, vae, 1000) - vae.lr * vae.min_lr_ratio) < 1e-12
+    assert lr_at(550, vae, 1000) < lr_at(300, vae, 1000)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..config import to_dict
 from ..data.loader import from_model_range, to_model_range
 from ..train.checkpoint import load_optimizer, optimizer_tensors
+from ..train.optim import OptimConfig, lr_at
 from ..eval.metrics import psnr, ssim
 from .vae import CausalVideoVAE, VAEConfig, replace_config
 
@@ -49,14 +50,10 @@ class VAEDataConfig:
 
 
 @dataclass
-class VAEOptimConfig:
+class VAEOptimConfig(OptimConfig):  # the shared fields, with the autoencoder's defaults
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    warmup_steps: int = 100
-    schedule: Literal["constant", "cosine"] = "cosine"  # cosine decays to min_lr_ratio x lr
-    min_lr_ratio: float = 0.05
+    schedule: Literal["constant", "cosine"] = "cosine"
 
 
 @dataclass
@@ -138,15 +135,6 @@ def vae_loss(vae: CausalVideoVAE, x: torch.Tensor, cfg: VAETrainConfig,
     loss = l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
     psnr_db = 10 * math.log10(4.0 / max(mse.item(), 1e-12))  # range 2 in [-1, 1]
     return loss, {"loss": loss.item(), "l1": l1.item(), "psnr": psnr_db, "kl": kl.item()}
-
-
-def lr_at(step: int, o: VAEOptimConfig, total: int) -> float:
-    if step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
-    if o.schedule == "constant":
-        return o.lr
-    p = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 # ----- checkpoints: model + optimizer state as safetensors, the rest as JSON -----

@@ -5,7 +5,7 @@
     run.summary()["by_attribute"]["colour"]["rate"]
 
 **shapes-v1** (docs/evaluation.md). Prompt i is a caption of the shapes-world clip with world
-seed `SUITE_SEED_BASE + i`, rendered at 64x64x17 with `1 + (i // 2) % 2` objects; even i take
+seed `2,000,000,000 + i` (`SUITES`), rendered at 64x64x17 with `1 + (i // 2) % 2` objects; even i take
 the clip's detailed caption, odd i its short one. So every block of 4 prompts is (detailed,
 1 object), (short, 1), (detailed, 2), (short, 2). The seeds lie far from every set the project
 trains on (training clips use 63-bit hashed seeds, the autoencoder's held-out clips
@@ -37,11 +37,10 @@ from ..world import make_clip
 from ..world.vocab import HELD_OUT_WORDS
 from .judge import Verdict, judge
 
-SUITE_SEED_BASE = {"shapes-v1": 2_000_000_000, "shapes-v1-trained": 2_010_000_000,
-                   "shapes-v1-heldout": 2_020_000_000}
-# suite -> (exclude_words, prefer_words) of its captions
-SUITE_WORDING = {"shapes-v1": ((), ()), "shapes-v1-trained": (HELD_OUT_WORDS, ()),
-                 "shapes-v1-heldout": ((), HELD_OUT_WORDS)}
+# suite -> (seed base, exclude_words, prefer_words of its captions)
+SUITES = {"shapes-v1": (2_000_000_000, (), ()),
+          "shapes-v1-trained": (2_010_000_000, HELD_OUT_WORDS, ()),
+          "shapes-v1-heldout": (2_020_000_000, (), HELD_OUT_WORDS)}
 SUITE_SIZE = (64, 64, 17)  # (width, height, frames) of the clips the captions are taken from
 REFERENCE_SEED_OFFSET = 500_000_000  # a second, disjoint real set: the Frechet distance's floor
 ATTRIBUTES = ("colour", "shape", "size", "motion", "background", "count")
@@ -57,8 +56,8 @@ class SuitePrompt:
 
 
 def check_suite(name: str) -> None:
-    if name not in SUITE_SEED_BASE:
-        raise ValueError(f"unknown prompt suite {name!r}; known: {', '.join(SUITE_SEED_BASE)}")
+    if name not in SUITES:
+        raise ValueError(f"unknown prompt suite {name!r}; known: {', '.join(SUITES)}")
 
 
 def suite_prompts(name: str = "shapes-v1", n: int = 100) -> list[SuitePrompt]:
@@ -67,9 +66,9 @@ def suite_prompts(name: str = "shapes-v1", n: int = 100) -> list[SuitePrompt]:
     if n < 1:
         raise ValueError(f"the number of prompts must be >= 1, got {n}")
     out = []
-    exclude, prefer = SUITE_WORDING[name]
+    base, exclude, prefer = SUITES[name]
     for i in range(n):
-        seed, objects = SUITE_SEED_BASE[name] + i, 1 + (i // 2) % 2
+        seed, objects = base + i, 1 + (i // 2) % 2
         clip = make_clip(seed, *SUITE_SIZE, num_objects=objects, exclude_words=exclude, prefer_words=prefer)
         kind = "detailed" if i % 2 == 0 else "short"
         out.append(SuitePrompt(i, clip.text if kind == "detailed" else clip.short_text, kind, objects, seed))

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__, flow
 from ..autoencoder import CausalVideoVAE
-from ..autoencoder.vae import CONFIG_NAME as VAE_CONFIG, WEIGHTS_NAME as VAE_WEIGHTS
+from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME
 from ..config import from_dict, to_dict
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
@@ -76,9 +76,9 @@ class KinemaPipeline:
             raise FileNotFoundError(f"'{folder}' is not a Kinema model folder: no {INDEX_FILE} in it")
         index = json.loads((folder / INDEX_FILE).read_text())
         vae = CausalVideoVAE.from_pretrained(folder / index["vae"]).to(device)
-        dit_cfg = from_dict(DiTConfig, json.loads((folder / index["dit"] / "config.json").read_text()))
+        dit_cfg = from_dict(DiTConfig, json.loads((folder / index["dit"] / CONFIG_NAME).read_text()))
         dit = DiT(dit_cfg)
-        dit.load_state_dict(load_file(folder / index["dit"] / "model.safetensors"))
+        dit.load_state_dict(load_file(folder / index["dit"] / WEIGHTS_NAME))
         spec = index["text_encoder"]
         if (folder / spec).is_dir():
             spec = str(folder / spec)
@@ -164,8 +164,16 @@ class KinemaPipeline:
 
 def _save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-    save_file({k: v.detach().cpu().contiguous() for k, v in dit.state_dict().items()}, folder / "model.safetensors")
+    (folder / CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=1))
+    save_file({k: v.detach().cpu().contiguous() for k, v in dit.state_dict().items()}, folder / WEIGHTS_NAME)
+
+
+def _copy_part(src: Path, dst: Path) -> None:
+    """Copy a part's config + safetensors (the VAE's and DiT's share the file names), nothing
+    else: not a training run's checkpoint, logs or optimizer state."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy2(src / name, dst / name)
 
 
 def _text_spec(spec: str, folder: Path) -> str:
@@ -189,9 +197,7 @@ def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.
     """Write a model folder from a trained DiT and an autoencoder folder (what training exports)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vae").mkdir(exist_ok=True)
-    for name in (VAE_CONFIG, VAE_WEIGHTS):  # not the training run's checkpoint, logs or optimizer state
-        shutil.copy2(Path(vae_dir) / name, folder / "vae" / name)
+    _copy_part(Path(vae_dir), folder / "vae")
     _save_dit(dit, dit_config, folder / "dit")
     _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
     return folder
@@ -224,10 +230,8 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         index["defaults"] = asdict(from_dict(PipelineDefaults, {**index["defaults"], **defaults}))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for part, names in ((index["dit"], ("config.json", "model.safetensors")), ("vae", (VAE_CONFIG, VAE_WEIGHTS))):
-        (tmp / part).mkdir(parents=True)
-        for name in names:
-            shutil.copy2((src / part if part != "vae" else vae_src) / name, tmp / part / name)
+    _copy_part(src / index["dit"], tmp / index["dit"])
+    _copy_part(vae_src, tmp / "vae")
     if index["text_encoder"] == "text_encoder":
         shutil.copytree(src / "text_encoder", tmp / "text_encoder")
     index["vae"] = "vae"

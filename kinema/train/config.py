@@ -17,15 +17,7 @@ from typing import Literal
 from ..config import ConfigError, apply_overrides, from_dict, merge, read_toml
 from ..data.loader import DataConfig
 from ..models.dit import PRESETS, DiTConfig
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
+from .optim import OptimConfig
 
 
 @dataclass

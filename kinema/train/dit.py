@@ -29,6 +29,7 @@ from ..text import CachedTextEncoder, load_text_encoder
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, init_distributed, mean_across, shutdown, wrap_ddp
+from .optim import lr_at
 
 
 def sample_generator(seed: int, step: int, g: int, what: str) -> torch.Generator:
@@ -59,11 +60,6 @@ class TextCache:
         while len(self.store) > self.max_items:
             self.store.popitem(last=False)
         return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
-
-
-def lr_at(step: int, cfg: DiTTrainConfig) -> float:
-    warm = cfg.optim.warmup_steps
-    return cfg.optim.lr * min(1.0, (step + 1) / warm) if warm > 0 else cfg.optim.lr
 
 
 @torch.no_grad()
@@ -133,7 +129,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                        for g in batch["index"]]).to(d.device)
         xt = flow.interpolate(x0, noise, t)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.optim, cfg.steps)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
         loss = flow.flow_loss(pred.float(), x0, noise)
@@ -154,7 +150,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             t_last, samples_since = now, 0
             with open(log_path, "a") as fh:
                 fh.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
-                                     "lr": lr_at(step, cfg), "samples_per_s": round(rate, 2),
+                                     "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
                                      "bucket": list(batch["bucket"])}) + "\n")
             bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
         bar.update(1)

@@ -226,9 +226,9 @@ def _bounce(y0: float, y_floor: float, T: int, hit_frac: float, restitution: flo
         if t <= k:
             ys.append(y0 + 0.5 * g * t * t)
             continue
-        while t - t_hit > 2 * v / g:  # a later bounce happened before frame t
-            if 2 * v / g < 1e-9:  # the bounces have died out (their times sum to a finite limit): at rest
-                break
+        # A later bounce happened before frame t; bounce times sum to a finite limit, past which
+        # (a flight under 1e-9 frames) the object rests on the floor.
+        while t - t_hit > 2 * v / g >= 1e-9:
             t_hit, v = t_hit + 2 * v / g, v * restitution
         if 2 * v / g < 1e-9:
             ys.append(y_floor)

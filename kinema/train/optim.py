@@ -1,0 +1,27 @@
+"""The optimiser settings and learning-rate schedule shared by every trainer (DiT and VAE)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    schedule: Literal["constant", "cosine"] = "constant"  # after warmup; cosine decays to min_lr_ratio x lr
+    min_lr_ratio: float = 0.05
+
+
+def lr_at(step: int, o: OptimConfig, total: int) -> float:
+    """Learning rate at `step` of a `total`-step run: linear warmup, then constant or cosine."""
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return o.lr
+    p = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
