@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from kinema.autoencoder import CausalVideoVAE, DiagonalGaussian, VAEConfig
-from kinema.autoencoder.train import (EVAL_SEED_BASE, VAETrainConfig, evaluate_vae, train_seed, train_vae,
-                                      vae_batches)
+from kinema.autoencoder.train import (EVAL_SEED_BASE, VAETrainConfig, edge_mask, evaluate_vae, train_seed,
+                                      train_vae, vae_loss, vae_batches)
 from kinema.autoencoder.vae import _blend_tiles
 from kinema.config import ConfigError, load_config
 
@@ -175,6 +175,28 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
     assert any(not torch.equal(p, q) for p, q in zip(base.decoder.parameters(), tuned.decoder.parameters()))
     with pytest.raises(ValueError, match="set init_from"):
         train_vae(tiny_train_cfg(tmp_path / "x", 1, train_encoder="false"), progress=False, log=lambda *a: None)
+
+
+def test_edge_mask_marks_outlines_and_weights_the_loss():
+    x = torch.full((1, 3, 2, 16, 16), -0.2)
+    x[:, 0, :, 4:12, 4:12] = 0.9  # an 8x8 red square
+    m = edge_mask(x)
+    assert m.shape == (1, 1, 2, 16, 16)
+    assert m[0, 0, 0, 4, 4] == 1 and m[0, 0, 0, 3, 5] == 1 and m[0, 0, 0, 2, 5] == 1  # on, beside, 1 px out
+    assert m[0, 0, 0, 1, 5] == 0 and m[0, 0, 0, 15, 15] == 0 and m[0, 0, 0, 7, 7] == 0  # far, flat inside
+    assert edge_mask(torch.zeros(1, 3, 1, 8, 8)).sum() == 0
+    # With edge_weight, an error on an outline costs more than the same error on flat background.
+    vae = CausalVideoVAE(VAEConfig(base_channels=8, channel_mult=(1, 2), spatial_down=(True,),
+                                   temporal_down=(True,), norm_groups=4))
+    x = torch.full((1, 3, 5, 16, 16), -0.2)
+    x[:, 0, :, 4:8, 4:8] = 0.9
+    base = load_config(VAETrainConfig, base={"edge_weight": 0.0})
+    edged = load_config(VAETrainConfig, base={"edge_weight": 4.0})
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain, _ = vae_loss(vae, x, base, torch.Generator().manual_seed(0))
+        weighted, stats = vae_loss(vae, x, edged, torch.Generator().manual_seed(0))
+    assert weighted.item() != pytest.approx(plain.item()) and stats["psnr"] > 0
 
 
 def test_config_file_and_data():
