@@ -8,7 +8,7 @@
     kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
     kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --negative
                     --frames --width --height --fps]
-    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --out DIR --steps --guidance]   (default: the shipped model)
+    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --out DIR --steps --guidance --shift]   (default: the shipped model)
     kinema eval --model DIR --suite shapes-v1 --prompts 100 --videos-per-prompt 2 --out REPORT_DIR
                 [--compare OTHER_REPORT --i3d I3D.pt]   (or --report R --compare R2; or --vae DIR ...)
     kinema bench [--model DIR | --preset dit-t] [--repeats 5] [--out bench.json]
@@ -121,8 +121,9 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 def _cmd_export(a: argparse.Namespace) -> int:
     from .pipelines.pipeline import DEFAULT_MODEL_DIR, export_model
 
-    defaults = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance)) if v is not None}
-    out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults)
+    defaults = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance), ("shift", a.shift))
+                if v is not None}
+    out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({"out": str(out), "megabytes": round(size / 2**20, 2)}))
     return 0
@@ -219,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("model", help="a model folder (what `kinema train dit` writes to OUT/model)")
     x.add_argument("--out", help="destination folder (default: kinema/weights/default)")
     x.add_argument("--vae", help="swap in a decoder fine-tune of the model's autoencoder (same encoder, checked)")
+    x.add_argument("--checkpoint", help="take the DiT weights (EMA) from a checkpoint of the same run, "
+                   "e.g. runs/default/checkpoints/step_0005000")
     x.add_argument("--steps", type=int, help="new default sampling steps")
     x.add_argument("--guidance", type=float, help="new default guidance scale")
+    x.add_argument("--shift", type=float, help="new default sampling time shift (default: from the token count)")
     x.set_defaults(func=_cmd_export)
 
     e = sub.add_parser("eval", help="evaluate a model on a prompt suite, or autoencoders (docs/evaluation.md)")

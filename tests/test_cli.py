@@ -117,12 +117,13 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
             p.add_(0.01)
     vae.save_pretrained(tmp_path / "decoder")
     out = tmp_path / "shipped"
-    assert main(["export", str(model), "--out", str(out), "--vae", str(tmp_path / "decoder"), "--guidance", "3.5"]) == 0
+    assert main(["export", str(model), "--out", str(out), "--vae", str(tmp_path / "decoder"), "--guidance", "3.5",
+                 "--shift", "2"]) == 0
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == ["dit/config.json", "dit/model.safetensors", "model_index.json", "vae/config.json",
                      "vae/model.safetensors"]
     pipe = KinemaPipeline.from_pretrained(out)
-    assert pipe.defaults.guidance_scale == 3.5 and pipe.defaults.num_inference_steps == 2
+    assert (pipe.defaults.guidance_scale, pipe.defaults.num_inference_steps, pipe.defaults.shift) == (3.5, 2, 2.0)
     for a, b in zip(pipe.vae.decoder.parameters(), vae.decoder.parameters()):
         assert torch.equal(a, b)
     other = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
@@ -130,3 +131,33 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     r = run("export", str(model), "--out", str(tmp_path / "x"), "--vae", str(tmp_path / "other"))
     assert r.returncode == 2 and "only a decoder fine-tune" in r.stderr and not (tmp_path / "x").exists()
     assert run("export", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_export_takes_dit_weights_from_a_checkpoint(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from kinema.autoencoder import CausalVideoVAE, VAEConfig
+    from kinema.models.dit import DiT, dit_config
+    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    torch.manual_seed(0)
+    CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1),
+                             norm_groups=4)).save_pretrained(tmp_path / "vae")
+    cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
+    model = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
+                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2))
+    ckpt = tmp_path / "checkpoints" / "step_0000010"
+    ckpt.mkdir(parents=True)
+    ema = {k: v + 1 for k, v in DiT(cfg).state_dict().items()}
+    save_file(ema, ckpt / "ema.safetensors")
+    save_file({k: v.contiguous() for k, v in DiT(cfg).state_dict().items()}, ckpt / "model.safetensors")
+    out = tmp_path / "mid"
+    assert main(["export", str(model), "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    got = load_file(out / "dit" / "model.safetensors")
+    assert all(torch.equal(got[k], v) for k, v in ema.items())  # the EMA weights, not the raw ones
+    wrong = tmp_path / "checkpoints" / "step_0000020"
+    wrong.mkdir()
+    save_file({"x": torch.zeros(2)}, wrong / "ema.safetensors")
+    r = run("export", str(model), "--out", str(tmp_path / "y"), "--checkpoint", str(wrong))
+    assert r.returncode == 2 and "another DiT" in r.stderr
+    assert not (tmp_path / "y").exists() and not (tmp_path / "y.tmp").exists()

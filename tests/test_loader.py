@@ -79,6 +79,9 @@ def test_csv_videos_are_bucketed_by_aspect_and_fitted(tmp_path):
         assert x["video"].shape == (2, 3, f, h, w)
         seen.update(x["text"])
     assert seen == {"video 0", "video 1", "video 2"}  # the 3-frame video fits no bucket
+    keys = {k for step in range(8) for k in b.batch(step)["keys"]}  # every video has been read once now
+    lazy = b.batch(3, skip=keys.__contains__)  # a cached clip is not read again
+    assert lazy["video"] is None and lazy["keys"] == b.batch(3)["keys"]
 
 
 def test_csv_without_sizes_asks_for_fill(tmp_path):
@@ -101,3 +104,20 @@ def test_model_range_round_trip():
     x = torch.stack([to_model_range(f) for f in frames])
     assert x.shape == (2, 3, 5, 8, 8)
     assert np.array_equal(from_model_range(x), frames)
+
+
+def test_skipped_samples_come_without_video_and_keep_their_captions():
+    cfg = DataConfig(num_clips=4, caption="both", seed=1)
+    plain, lazy = VideoBatches(cfg, 4), VideoBatches(cfg, 4)
+    first = lazy.batch(0, skip=lambda k: True)  # never made before: every clip is rendered anyway
+    assert first["with_video"] == [0, 1, 2, 3] and torch.equal(first["video"], plain.batch(0)["video"])
+    seen = set(first["keys"][:2])
+    for step in (1, 2):  # the next epochs: the two "cached" clips come without video
+        a, b = plain.batch(step), lazy.batch(step, skip=seen.__contains__)
+        assert a["text"] == b["text"] and a["keys"] == b["keys"]
+        assert b["with_video"] == [i for i, k in enumerate(a["keys"]) if k not in seen]
+        assert torch.equal(b["video"], a["video"][b["with_video"]])
+    none = lazy.batch(3, skip=lambda k: True)
+    assert none["video"] is None and none["with_video"] == [] and none["text"] == plain.batch(3)["text"]
+    fresh = VideoBatches(DataConfig(), 2).batch(0, skip=lambda k: True)  # no pool: keys None, always rendered
+    assert fresh["with_video"] == [0, 1] and fresh["keys"] == [None, None]

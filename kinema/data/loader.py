@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -86,14 +86,22 @@ def fit_to_bucket(frames: np.ndarray, bucket: tuple[int, int, int], start: int) 
 
 
 class VideoBatches:
-    """batch(step) -> {"video": (b, 3, T, H, W) in [-1, 1], "text": [str], "keys", "index", "bucket"}, where
-    b = batch_size / world_size and this rank takes global samples rank, rank + world_size, ..."""
+    """batch(step) -> {"video": (b, 3, T, H, W) in [-1, 1], "text": [str], "keys", "index", "bucket",
+    "with_video"}, where b = batch_size / world_size and this rank takes global samples rank,
+    rank + world_size, ...
+
+    batch(step, skip) leaves out the videos of the samples whose key `skip` accepts (a trainer
+    passes "its latent is cached"): they are neither rendered nor read, only captioned. Then
+    "video" holds the samples listed in "with_video" (None if none), in that order. Rendering a
+    clip costs more than a tiny DiT's step, so a run over a fixed pool renders each clip once."""
 
     def __init__(self, cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1):
         if batch_size % world_size:
             raise ValueError(f"the global batch size {batch_size} must divide by the {world_size} ranks")
         self.cfg, self.batch_size, self.rank, self.world_size = cfg, batch_size, rank, world_size
         self.by_bucket: list[list[VideoRecord]] = []
+        self._texts: dict[tuple, tuple[str, str]] = {}  # world pool key -> (caption, short caption)
+        self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         if cfg.source == "csv":
             self._assign_csv_buckets(read_metadata(cfg.csv))
 
@@ -131,9 +139,11 @@ class VideoBatches:
         held_out = list(HELD_OUT_WORDS) if self.cfg.hold_out_wording else []
         return [*self.cfg.exclude_words, *held_out]
 
-    def sample(self, g: int, bucket: int) -> tuple[torch.Tensor, str, tuple | None]:
+    def sample(self, g: int, bucket: int, skip: Callable[[tuple], bool] | None = None
+               ) -> tuple[torch.Tensor | None, str, tuple | None]:
         """Global sample g of a batch drawn from `bucket`: (video, caption, key). The key names
-        the clip (so its latent can be cached); None for a fresh world clip, never seen again."""
+        the clip (so its latent can be cached); None for a fresh world clip, never seen again.
+        The video is None when `skip(key)` holds and the clip was made once before."""
         f, h, w = self.cfg.buckets[bucket]
         if self.cfg.source == "world":
             n = self.cfg.num_clips
@@ -143,19 +153,33 @@ class VideoBatches:
                 order = list(range(n))
                 _rng(self.cfg.seed, "epoch", g // n).shuffle(order)
                 seed = clip_seed(self.cfg.seed, order[g % n])
-            clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
             key = None if n is None else ("world", seed, f, h, w)
+            if key in self._texts and skip is not None and skip(key):
+                return None, self._caption(self._texts[key], g), key
+            clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
+            if key is not None:
+                self._texts[key] = (clip.text, clip.short_text)
             return to_model_range(clip.frames), self._caption((clip.text, clip.short_text), g), key
         rng = _rng(self.cfg.seed, "csv", g)
-        rec = rng.choice(self.by_bucket[bucket])
-        frames = read_video(rec.path)
-        start = rng.randrange(frames.shape[0] - f + 1)
+        rec, u = rng.choice(self.by_bucket[bucket]), rng.random()
         caption = self._caption((rec.text, rec.short_text or rec.text), g)
-        return fit_to_bucket(frames, (f, h, w), start), caption, (str(rec.path), start, f, h, w)
+        path = str(rec.path)
 
-    def batch(self, step: int) -> dict:
+        def key(length: int) -> tuple:  # the clip: f frames from a start drawn by u
+            return path, min(int(u * (length - f + 1)), length - f), f, h, w
+
+        if path in self._lengths and skip is not None and skip(key(self._lengths[path])):
+            return None, caption, key(self._lengths[path])
+        frames = read_video(rec.path)
+        self._lengths[path] = frames.shape[0]
+        k = key(frames.shape[0])
+        return fit_to_bucket(frames, (f, h, w), k[1]), caption, k
+
+    def batch(self, step: int, skip: Callable[[tuple], bool] | None = None) -> dict:
         bucket = self.bucket_for(step)
         idx = [step * self.batch_size + i for i in range(self.rank, self.batch_size, self.world_size)]
-        samples = [self.sample(g, bucket) for g in idx]
-        return {"video": torch.stack([s[0] for s in samples]), "text": [s[1] for s in samples],
+        samples = [self.sample(g, bucket, skip) for g in idx]
+        with_video = [i for i, s in enumerate(samples) if s[0] is not None]
+        video = torch.stack([samples[i][0] for i in with_video]) if with_video else None
+        return {"video": video, "with_video": with_video, "text": [s[1] for s in samples],
                 "keys": [s[2] for s in samples], "index": idx, "bucket": self.cfg.buckets[bucket]}

@@ -176,6 +176,19 @@ def _copy_part(src: Path, dst: Path) -> None:
         shutil.copy2(src / name, dst / name)
 
 
+def _checkpoint_weights(ckpt: Path, weights: Path) -> None:
+    """Overwrite a model folder's DiT weights with a checkpoint's (EMA if present), same tensors."""
+    src = ckpt / "ema.safetensors"
+    if not src.is_file():
+        src = ckpt / "model.safetensors"
+    if not src.is_file():
+        raise FileNotFoundError(f"'{ckpt}' is not a training checkpoint (no ema.safetensors or model.safetensors)")
+    old, new = load_file(weights), load_file(src)
+    if {k: v.shape for k, v in old.items()} != {k: v.shape for k, v in new.items()}:
+        raise ValueError(f"'{ckpt}' holds another DiT than the model folder's (tensor names or shapes differ)")
+    shutil.copy2(src, weights)
+
+
 def _text_spec(spec: str, folder: Path) -> str:
     """A local Hugging Face encoder travels with the model; 'minilm' comes from its package."""
     src = Path(spec)
@@ -204,13 +217,15 @@ def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.
 
 
 def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae_dir: str | Path | None = None,
-                 defaults: dict | None = None) -> Path:
+                 defaults: dict | None = None, checkpoint: str | Path | None = None) -> Path:
     """Copy a trained model folder to `out` (default: the shipped default model) with only what
     generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local.
 
     `vae_dir` swaps in another autoencoder whose *encoder* is the one the DiT was trained on (a
     decoder fine-tune, configs/vae-f8t4-decoder.toml): checked bit for bit, so the latent space and
-    its scale/shift factors cannot silently change. `defaults` overrides generation defaults."""
+    its scale/shift factors cannot silently change. `defaults` overrides generation defaults.
+    `checkpoint` takes the DiT weights from a training checkpoint of the same run instead
+    (OUT/checkpoints/step_N: its EMA weights if it kept them), e.g. to evaluate a run midway."""
     src, out = Path(model_dir), Path(out)
     if not (src / INDEX_FILE).is_file():
         raise FileNotFoundError(f"no model folder at '{src}' (no {INDEX_FILE})")
@@ -231,6 +246,12 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     _copy_part(src / index["dit"], tmp / index["dit"])
+    if checkpoint is not None:
+        try:
+            _checkpoint_weights(Path(checkpoint), tmp / index["dit"] / WEIGHTS_NAME)
+        except (OSError, ValueError):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _copy_part(vae_src, tmp / "vae")
     if index["text_encoder"] == "text_encoder":
         shutil.copytree(src / "text_encoder", tmp / "text_encoder")

@@ -116,8 +116,9 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     t_last, samples_since = time.perf_counter(), 0
     loss_value = float("nan")
     for step in range(start, cfg.steps):
-        batch = data.batch(step)
-        x0 = _latents(vae, batch, latent_cache if cfg.cache_latents else None, d)  # (b, C, T', H', W')
+        cache = latent_cache if cfg.cache_latents else None
+        batch = data.batch(step, skip=None if cache is None else cache.__contains__)
+        x0 = _latents(vae, batch, cache, d)  # (b, C, T', H', W')
         texts = ["" if torch.rand((), generator=sample_generator(cfg.seed, step, g, "drop")).item()
                  < cfg.caption_dropout else t for g, t in zip(batch["index"], batch["text"])]
         states, mask = text(texts)
@@ -167,16 +168,17 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
 
 @torch.no_grad()
 def _latents(vae, batch: dict, cache: dict | None, d: Dist) -> torch.Tensor:
-    """Normalised autoencoder latents of a batch (posterior mode), cached by clip key."""
-    keys = batch["keys"]
-    if cache is not None and all(k is not None and k in cache for k in keys):
-        return torch.stack([cache[k] for k in keys]).to(d.device)
-    z = vae.normalize(vae.encode(batch["video"].to(d.device)).mode())
-    if cache is not None:
-        for k, zi in zip(keys, z):
-            if k is not None:
-                cache[k] = zi.cpu()
-    return z
+    """Normalised autoencoder latents of a batch (posterior mode), cached by clip key: only the
+    samples that came with a video (not cached yet, or never cacheable) are encoded."""
+    keys, fresh = batch["keys"], {}
+    if batch["video"] is not None:
+        z = vae.normalize(vae.encode(batch["video"].to(d.device)).mode())  # (n, C, T', H', W')
+        for i, zi in zip(batch["with_video"], z):
+            if cache is not None and keys[i] is not None:
+                cache[keys[i]] = zi.cpu()
+            else:
+                fresh[i] = zi
+    return torch.stack([fresh[i] if i in fresh else cache[k] for i, k in enumerate(keys)]).to(d.device)
 
 
 def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path) -> None:
