@@ -6,12 +6,14 @@ original clip.
 
     kinema train dit --config configs/overfit-8.toml
     python benchmarks/overfit.py --run runs/overfit-8
+    python benchmarks/overfit.py --run runs/overfit-8 --vae runs/vae-f8t4-edges   # a later decoder fine-tune
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from kinema.data.loader import VideoBatches
 from kinema.eval.judge import judge
 from kinema.eval.metrics import psnr
 from kinema.pipelines import KinemaPipeline
+from kinema.pipelines.pipeline import export_model
 from kinema.config import from_dict
 from kinema.train.config import DiTTrainConfig
 
@@ -30,13 +33,18 @@ def main() -> int:
     ap.add_argument("--run", default="runs/overfit-8")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ap.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    ap.add_argument("--vae", help="decode with this fine-tune of the run's autoencoder (same encoder, checked)")
     a = ap.parse_args()
     run = Path(a.run)
     cfg = from_dict(DiTTrainConfig, json.loads((run / "config.json").read_text()))
     n = cfg.data.num_clips
     data = VideoBatches(cfg.data, n)
     bucket = data.cfg.buckets[0]
-    pipe = KinemaPipeline.from_pretrained(run / "model")
+    if a.vae:  # the DiT is unchanged (same latent space); only the decoder differs
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe = KinemaPipeline.from_pretrained(export_model(run / "model", Path(tmp) / "model", a.vae))
+    else:
+        pipe = KinemaPipeline.from_pretrained(run / "model")
     rows = []
     for i in range(n):
         video, caption, _ = data.sample(i, 0)  # global samples 0..n-1 are epoch 0: each clip once

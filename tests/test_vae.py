@@ -13,6 +13,13 @@ from kinema.config import ConfigError, load_config
 
 TINY = dict(latent_channels=4, patch_size=2, base_channels=8, channel_mult=(1, 2, 2),
             spatial_down=(True, True), temporal_down=(True, True), norm_groups=4)
+# The same with DC-AE's residual shortcuts, and a tiny 4x32x32 one (configs/vae-f32t4.toml's shape):
+# the causality, chunking and tiling tests below run on all three.
+TINY_DC = {**TINY, "shortcut": "space_to_channel"}
+TINY_F32 = dict(latent_channels=32, patch_size=4, base_channels=8, channel_mult=(1, 2, 4, 8),
+                spatial_down=(True, True, True), temporal_down=(True, True, False), norm_groups=4,
+                shortcut="space_to_channel")
+MODELS = {"f8": TINY, "f8-dcae": TINY_DC, "f32-dcae": TINY_F32}
 
 
 def tiny_vae(seed=0, **kw) -> CausalVideoVAE:
@@ -53,10 +60,11 @@ def test_bad_sizes_are_clear_errors():
         vae.encode(video(), tile_frames=6)
 
 
+@pytest.mark.parametrize("model", MODELS)
 @torch.no_grad()
-def test_encoder_and_decoder_are_causal_in_time():
-    vae = tiny_vae()
-    x = video()
+def test_encoder_and_decoder_are_causal_in_time(model):
+    vae = tiny_vae(**MODELS[model])
+    x = video(W=64)
     x2 = x.clone()
     x2[:, :, 8] += 0.5  # frame 8 lies in latent frame 2 (frames 5..8)
     z, z2 = vae.encode(x).mean, vae.encode(x2).mean
@@ -69,17 +77,19 @@ def test_encoder_and_decoder_are_causal_in_time():
     assert not torch.allclose(y[:, :, 5:9], y3[:, :, 5:9])
 
 
+@pytest.mark.parametrize("model", MODELS)
 @torch.no_grad()
-def test_first_frame_is_encoded_on_its_own():
-    vae = tiny_vae()
-    x = video()
+def test_first_frame_is_encoded_on_its_own(model):
+    vae = tiny_vae(**MODELS[model])
+    x = video(W=64)
     torch.testing.assert_close(vae.encode(x[:, :, :1]).mean, vae.encode(x).mean[:, :, :1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("model", MODELS)
 @torch.no_grad()
-def test_temporal_chunks_equal_one_pass():
-    vae = tiny_vae()
-    x = video(T=17, H=16, W=16)
+def test_temporal_chunks_equal_one_pass(model):
+    vae = tiny_vae(**MODELS[model])
+    x = video(T=17, H=32, W=32)
     post = vae.encode(x)
     for tf in (4, 8):
         torch.testing.assert_close(vae.encode(x, tile_frames=tf).mean, post.mean, atol=1e-5, rtol=0)
@@ -101,18 +111,20 @@ def test_tile_blending_is_exact_for_local_maps():
     torch.testing.assert_close(_blend_tiles(up, x[..., :6, :10], 4, 2, 8.0), up(x[..., :6, :10]))
 
 
+@pytest.mark.parametrize("model, W, tile, overlap", [("f8", 80, 32, 16), ("f8-dcae", 80, 32, 16),
+                                                     ("f32-dcae", 96, 64, 32)])
 @torch.no_grad()
-def test_spatial_tiles_run_and_a_big_tile_is_one_pass():
+def test_spatial_tiles_run_and_a_big_tile_is_one_pass(model, W, tile, overlap):
     # Tiles of a real model differ from one pass where the receptive field leaves the tile (and,
     # with GroupNorm, through per-tile statistics): the trained model's figure is in docs/autoencoder.md.
-    vae = tiny_vae()
-    x = video(T=5, H=64, W=80)
+    vae = tiny_vae(**MODELS[model])
+    x = video(T=5, H=64, W=W)
     full = vae.encode(x).mean
-    tiled = vae.encode(x, tile_size=32, tile_overlap=16).mean
+    tiled = vae.encode(x, tile_size=tile, tile_overlap=overlap).mean
     assert tiled.shape == full.shape and torch.isfinite(tiled).all()
-    y_t = vae.decode(full, tile_size=32, tile_overlap=16)
-    assert y_t.shape == (1, 3, 5, 64, 80) and torch.isfinite(y_t).all()
-    assert torch.equal(vae.encode(x, tile_size=80).mean, full)
+    y_t = vae.decode(full, tile_size=tile, tile_overlap=overlap)
+    assert y_t.shape == (1, 3, 5, 64, W) and torch.isfinite(y_t).all()
+    assert torch.equal(vae.encode(x, tile_size=W).mean, full)
 
 
 def test_save_and_load(tmp_path):
@@ -229,3 +241,15 @@ def test_batches_from_a_metadata_csv(tmp_path):
                                                      "metadata": str(tmp_path / "metadata.csv")}})
     with pytest.raises(ValueError, match="training needs 32x48"):
         next(vae_batches(bad))
+
+
+def test_end_of_training_eval_uses_eval_frames_and_fixed_seeds(tmp_path, monkeypatch):
+    import kinema.autoencoder.train as vt
+
+    calls = []
+    monkeypatch.setattr(vt, "evaluate_vae", lambda vae, *a, **k: calls.append(a) or {"psnr": 1.0})
+    vt.train_vae(tiny_train_cfg(tmp_path / "a", 1, eval_clips=3, eval_frames=9, seed=5), progress=False,
+                 log=lambda *a: None)
+    (clips, seed, width, height, frames), = calls
+    assert (clips, seed, frames) == (3, 0, 9) and (width, height) == (32, 32)  # not the 5 training frames
+    assert (tmp_path / "a" / "eval.json").is_file()

@@ -1,4 +1,5 @@
-"""The video autoencoder: a causal 3D-conv VAE with 4x8x8 compression (docs/autoencoder.md).
+"""The video autoencoder: a causal 3D-conv VAE, 4x8x8 compression (4x16x16 and 4x32x32 with DC-AE
+shortcuts); docs/autoencoder.md.
 
     from kinema.autoencoder import CausalVideoVAE
     vae = CausalVideoVAE.from_pretrained("runs/vae-f8t4")

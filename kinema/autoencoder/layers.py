@@ -15,6 +15,11 @@ is a 1-frame video.
 Streaming (chunked encode/decode): with `stream_on()` every temporal conv keeps the last frames it
 saw and uses them, instead of padding, as the past of the next chunk; the result is the same as
 one pass over the whole video (see vae.py).
+
+Residual autoencoding (DC-AE, Chen et al. 2024; Open-Sora 2.0's Video DC-AE): with `shortcut=True`
+every Downsample adds a parameter-free space-to-channel shortcut and every Upsample a
+channel-to-space one (`space_to_channel`, `channel_to_space`, `channel_resize` below), so the deep
+stack of a 16x or 32x autoencoder only learns a residual on top of a fixed rearrangement.
 """
 from __future__ import annotations
 
@@ -156,28 +161,97 @@ class ResBlock(nn.Module):
         return h + (self.skip(x) if self.skip is not None else x)
 
 
+def channel_resize(x: torch.Tensor, cout: int) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, cout, H, W) with no parameters: the mean of each group of C/cout
+    consecutive channels (DC-AE's channel averaging) or each channel repeated cout/C times (its
+    channel duplicating)."""
+    B, T, C, H, W = x.shape
+    if C == cout:
+        return x
+    if C > cout and C % cout == 0:
+        return x.reshape(B, T, cout, C // cout, H, W).mean(dim=3)  # (B, T, cout, H, W)
+    if cout > C and cout % C == 0:
+        return x.repeat_interleave(cout // C, dim=2)  # (B, T, cout, H, W)
+    raise ValueError(f"a channel shortcut from {C} to {cout} channels needs one to divide the other "
+                     f"(choose base_channels, channel_mult and latent_channels accordingly)")
+
+
+def space_to_channel(x: torch.Tensor, space: bool, time: bool, first_chunk: bool) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T', C*f, H', W'): 2x2 pixel-unshuffle if `space` (f *= 4) and, if
+    `time`, frames paired onto the channel axis (f *= 2), older frame first.
+
+    Time is paired causally, as the strided temporal conv: frame 0 is paired with itself (a copy,
+    the conv's replicate padding) and output j >= 1 holds frames 2j-1 and 2j, so 2k+1 frames give
+    k+1 and output 0 sees frame 0 only. A continuation chunk (`first_chunk` False, streaming) has
+    an even number of frames and is paired as it comes, which is what one pass would do."""
+    B = x.shape[0]
+    if space:
+        x = unbatch_frames(F.pixel_unshuffle(batch_frames(x), 2), B)  # (B, T, 4C, H/2, W/2)
+    if time:
+        if first_chunk:
+            x = torch.cat([x[:, :1], x], dim=1)  # (B, T+1, C, H, W): frame 0 twice
+        B, T, C, H, W = x.shape
+        if T % 2:
+            raise ValueError(f"a temporal shortcut needs 2k+1 frames (first chunk) or an even count (after), got {T}")
+        x = x.reshape(B, T // 2, 2 * C, H, W)  # (B, T/2, 2C, H, W): frames (2j-1, 2j) side by side
+    return x
+
+
+def channel_to_space(x: torch.Tensor, space: bool, time: bool, first_chunk: bool) -> torch.Tensor:
+    """The inverse rearrangement of `space_to_channel`: (B, T, C, H, W) -> (B, T', C/f, H', W').
+    In time each frame unfolds into two and, on the first chunk, the first of the video (frame 0's
+    copy) is dropped: k+1 -> 2k+1, as Upsample's depth-to-time."""
+    if time:
+        B, T, C, H, W = x.shape
+        x = x.reshape(B, 2 * T, C // 2, H, W)  # (B, 2T, C/2, H, W)
+        if first_chunk:
+            x = x[:, 1:]  # (B, 2T-1, C/2, H, W)
+    if space:
+        B = x.shape[0]
+        x = unbatch_frames(F.pixel_shuffle(batch_frames(x), 2), B)  # (B, T, C/4, 2H, 2W)
+    return x
+
+
 class Downsample(nn.Module):
     """If `space`, H, W /2 (3x3 stride-2 conv per frame); if `time`, time 2k+1 -> k+1 (causal conv,
-    kt 3, stride 2: output j sees frames 2j-2..2j, so output 0 sees frame 0 only)."""
+    kt 3, stride 2: output j sees frames 2j-2..2j, so output 0 sees frame 0 only). Channels
+    ch -> cout (default ch).
 
-    def __init__(self, ch: int, space: bool, time: bool):
+    `shortcut` (DC-AE's residual autoencoding): add space_to_channel(x) averaged down to cout
+    channels, a fixed map the convs only have to correct. Output j of the shortcut sees frames
+    2j-1..2j, inside what the conv sees, so causality and streaming are unchanged."""
+
+    def __init__(self, ch: int, space: bool, time: bool, cout: int | None = None, shortcut: bool = False):
         super().__init__()
-        self.spatial = CausalConv(ch, ch, kt=1, ks=3, ss=2 if space else 1)
-        self.temporal = CausalConv(ch, ch, kt=3, ks=1, st=2) if time else None
+        cout = ch if cout is None else cout
+        self.space, self.time, self.cout, self.shortcut = space, time, cout, shortcut
+        self.spatial = CausalConv(ch, cout, kt=1, ks=3, ss=2 if space else 1)
+        self.temporal = CausalConv(cout, cout, kt=3, ks=1, st=2) if time else None
+        if shortcut:  # fail at build time, not at the first forward
+            channel_resize(torch.zeros(1, 1, ch * (4 if space else 1) * (2 if time else 1), 1, 1), cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shortcut:
+            first_chunk = self.temporal is None or not (self.temporal.streaming and self.temporal.cache is not None)
+            skip = channel_resize(space_to_channel(x, self.space, self.time, first_chunk), self.cout)
         x = self.spatial(x)  # (B, T, C, H/2, W/2)
-        return self.temporal(x) if self.temporal is not None else x  # (B, T//2 + 1, ...)
+        x = self.temporal(x) if self.temporal is not None else x  # (B, T//2 + 1, ...)
+        return x + skip if self.shortcut else x
 
 
 class Upsample(nn.Module):
     """If `space`, H, W x2 (nearest + 3x3 conv); if `time`, time k+1 -> 2k+1: a causal conv makes two
     frames' worth of channels per latent frame (depth-to-time), and the first output frame of the
-    video is dropped, so latent 0 gives frame 0 and latent j gives frames 2j-1 and 2j."""
+    video is dropped, so latent 0 gives frame 0 and latent j gives frames 2j-1 and 2j. Channels
+    ch -> cout (default ch).
 
-    def __init__(self, ch: int, space: bool, time: bool):
+    `shortcut` (DC-AE): add channel_to_space of x with its channels duplicated up to cout x (2x2
+    pixels x 2 frames): latent j's shortcut reaches frames 2j-1..2j only, as the conv path."""
+
+    def __init__(self, ch: int, space: bool, time: bool, cout: int | None = None, shortcut: bool = False):
         super().__init__()
-        self.space = space
+        cout = ch if cout is None else cout
+        self.space, self.time, self.cout, self.shortcut = space, time, cout, shortcut
         self.temporal = CausalConv(ch, 2 * ch, kt=3, ks=1) if time else None
         if self.temporal is not None:  # start as "repeat the frame twice"
             w = self.temporal.conv.weight
@@ -186,8 +260,10 @@ class Upsample(nn.Module):
                 w[:ch, 2 * ch:, 0, 0] = torch.eye(ch)
                 w[ch:, 2 * ch:, 0, 0] = torch.eye(ch)
                 self.temporal.conv.bias.zero_()
-        self.spatial = CausalConv(ch, ch, kt=1, ks=3)
+        self.spatial = CausalConv(ch, cout, kt=1, ks=3)
         self.first_chunk = True
+        if shortcut:
+            channel_resize(torch.zeros(1, 1, ch, 1, 1), cout * (4 if space else 1) * (2 if time else 1))
 
     def stream_on(self) -> None:
         self.first_chunk = True
@@ -199,6 +275,11 @@ class Upsample(nn.Module):
         if self.temporal is not None:
             drop_first = self.first_chunk or not self.temporal.streaming
             self.first_chunk = False
+        if self.shortcut:
+            f = (4 if self.space else 1) * (2 if self.time else 1)
+            skip = channel_to_space(channel_resize(x, self.cout * f), self.space, self.time,
+                                    self.time and drop_first)  # (B, 2T-1, cout, 2H, 2W)
+        if self.temporal is not None:
             B, T, C, H, W = x.shape
             x = self.temporal(x).reshape(B, T, 2, C, H, W).reshape(B, 2 * T, C, H, W)  # depth-to-time
             if drop_first:
@@ -206,4 +287,5 @@ class Upsample(nn.Module):
         B, h = x.shape[0], batch_frames(x)
         if self.space:
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-        return unbatch_frames(self.spatial.conv(h), B)  # kt=1: no temporal state
+        x = unbatch_frames(self.spatial.conv(h), B)  # kt=1: no temporal state
+        return x + skip if self.shortcut else x

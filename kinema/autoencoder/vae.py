@@ -1,4 +1,5 @@
-"""A causal video VAE with 4x8x8 (time x height x width) compression.
+"""A causal video VAE: 4x8x8 (time x height x width) compression by default, 4x16x16 or 4x32x32
+with DC-AE's residual shortcuts (`shortcut = "space_to_channel"`).
 
     vae = CausalVideoVAE(VAEConfig())
     z = vae.encode(x).sample()        # x (B, 3, 4k+1, H, W) in [-1, 1] -> z (B, 16, k+1, H/8, W/8)
@@ -25,7 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import from_dict, to_dict
-from .layers import Conv, Downsample, ResBlock, Upsample, batch_frames, make_norm, unbatch_frames
+from .layers import (Conv, Downsample, ResBlock, Upsample, batch_frames, channel_resize, make_norm,
+                     unbatch_frames)
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -47,6 +49,13 @@ class VAEConfig:
     temporal_kernel: int = 3
     norm: Literal["group", "pixel", "none"] = "group"  # GroupNorm per frame, RMS norm per pixel, or none
     norm_groups: int = 8
+    # "space_to_channel": DC-AE's residual autoencoding (Chen et al. 2024; Open-Sora 2.0's Video
+    # DC-AE) for deep compression (4x16x16, 4x32x32). Every down/upsampling block adds a
+    # parameter-free space-to-channel / channel-to-space shortcut and changes the channel count
+    # itself (so the res blocks keep theirs), the posterior mean adds the encoder features averaged
+    # down to latent_channels, and the decoder's input conv adds z repeated up to its width.
+    # "none" is the plain network (every model trained before this option).
+    shortcut: Literal["none", "space_to_channel"] = "none"
     # Latent normalisation (as diffusers' SD3 VAE): z_norm = (z - shift_factor) * scaling_factor,
     # measured on training latents at the end of training so the DiT sees ~unit variance.
     scaling_factor: float = 1.0
@@ -85,7 +94,8 @@ class Encoder(nn.Module):
         super().__init__()
         chs = [cfg.base_channels * m for m in cfg.channel_mult]
         kind, kt, g = cfg.conv, cfg.temporal_kernel, cfg.norm_groups
-        self.patch = cfg.patch_size
+        self.patch, self.latent_channels = cfg.patch_size, cfg.latent_channels
+        self.shortcut = cfg.shortcut == "space_to_channel"
         self.conv_in = Conv(3 * self.patch ** 2, chs[0], kind, kt)
         blocks: list[nn.Module] = []
         cin = chs[0]
@@ -94,11 +104,15 @@ class Encoder(nn.Module):
                 blocks.append(ResBlock(cin, ch, kind, g, kt, cfg.norm))
                 cin = ch
             if i < len(chs) - 1:
-                blocks.append(Downsample(ch, cfg.spatial_down[i], cfg.temporal_down[i]))
+                cout = chs[i + 1] if self.shortcut else ch  # DC-AE: the downsample changes the width
+                blocks.append(Downsample(ch, cfg.spatial_down[i], cfg.temporal_down[i], cout, self.shortcut))
+                cin = cout
         blocks += [ResBlock(cin, cin, kind, g, kt, cfg.norm) for _ in range(cfg.mid_blocks)]
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = make_norm(cfg.norm, cin, g)
         self.conv_out = Conv(cin, 2 * cfg.latent_channels, kind, kt)
+        if self.shortcut:
+            channel_resize(torch.zeros(1, 1, cin, 1, 1), cfg.latent_channels)  # a clear error now, not later
         # Start the posterior nearly deterministic (std e^-3 ~ 0.05): with logvar ~ 0 the unit-variance
         # sampling noise drowns the young latents and reconstruction stalls for hundreds of steps.
         last = self.conv_out.temporal or self.conv_out.spatial
@@ -108,7 +122,12 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) -> (B, T', 2C, h, w)
         B = x.shape[0]
         x = unbatch_frames(F.pixel_unshuffle(batch_frames(x), self.patch), B)  # (B, T, 3p^2, H/p, W/p)
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+        h = self.blocks(self.conv_in(x))  # (B, T', ch, h, w)
+        moments = self.conv_out(F.silu(self.norm_out(h)))  # (B, T', 2C, h, w)
+        if self.shortcut:  # DC-AE: mean += features averaged down to C channels; logvar has no shortcut
+            mean, logvar = moments.chunk(2, dim=2)
+            moments = torch.cat([mean + channel_resize(h, self.latent_channels), logvar], dim=2)
+        return moments
 
 
 class Decoder(nn.Module):
@@ -117,15 +136,20 @@ class Decoder(nn.Module):
         chs = [cfg.base_channels * m for m in cfg.channel_mult]
         kind, kt, g = cfg.conv, cfg.temporal_kernel, cfg.norm_groups
         n_blocks = cfg.num_res_blocks + 1 if cfg.decoder_res_blocks is None else cfg.decoder_res_blocks
+        self.shortcut = cfg.shortcut == "space_to_channel"
         cin = chs[-1]
         self.conv_in = Conv(cfg.latent_channels, cin, kind, kt)
+        if self.shortcut:
+            channel_resize(torch.zeros(1, 1, cfg.latent_channels, 1, 1), cin)
         blocks: list[nn.Module] = [ResBlock(cin, cin, kind, g, kt, cfg.norm) for _ in range(cfg.mid_blocks)]
         for i in reversed(range(len(chs))):
             for _ in range(n_blocks):
                 blocks.append(ResBlock(cin, chs[i], kind, g, kt, cfg.norm))
                 cin = chs[i]
             if i > 0:
-                blocks.append(Upsample(cin, cfg.spatial_down[i - 1], cfg.temporal_down[i - 1]))
+                cout = chs[i - 1] if self.shortcut else cin  # DC-AE: the upsample changes the width
+                blocks.append(Upsample(cin, cfg.spatial_down[i - 1], cfg.temporal_down[i - 1], cout, self.shortcut))
+                cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = make_norm(cfg.norm, cin, g)
         self.patch = cfg.patch_size
@@ -133,7 +157,10 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, T', C, h, w) -> (B, T, 3, H, W)
         B = z.shape[0]
-        x = self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))  # (B, T, 3p^2, H/p, W/p)
+        h = self.conv_in(z)  # (B, T', ch, h, w)
+        if self.shortcut:  # DC-AE: + z with its channels repeated up to the width
+            h = h + channel_resize(z, h.shape[2])
+        x = self.conv_out(F.silu(self.norm_out(self.blocks(h))))  # (B, T, 3p^2, H/p, W/p)
         return unbatch_frames(F.pixel_shuffle(batch_frames(x), self.patch), B)
 
 
@@ -243,7 +270,7 @@ class CausalVideoVAE(nn.Module):
     # ----- encode / decode -----
     def encode(self, x: torch.Tensor, tile_frames: int | None = None, tile_size: int | None = None,
                tile_overlap: int | None = None) -> DiagonalGaussian:
-        """x (B, 3, T, H, W) in [-1, 1] -> posterior over z (B, C, T', H/8, W/8).
+        """x (B, 3, T, H, W) in [-1, 1] -> posterior over z (B, C, T', H/s, W/s), s = spatial_stride.
 
         tile_frames: encode 1 + tile_frames frames, then tile_frames at a time (a multiple of the
         temporal stride), carrying causal context: same result as untiled. tile_size: encode
@@ -269,7 +296,7 @@ class CausalVideoVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, tile_frames: int | None = None, tile_size: int | None = None,
                tile_overlap: int | None = None) -> torch.Tensor:
-        """z (B, C, T', h, w) -> x_hat (B, 3, t*(T'-1)+1, 8h, 8w); tiling arguments in *pixels* and
+        """z (B, C, T', h, w) -> x_hat (B, 3, t*(T'-1)+1, s*h, s*w); tiling arguments in *pixels* and
         *frames*, as for encode."""
         if z.ndim != 5 or z.shape[1] != self.latent_channels:
             raise ValueError(f"expected a latent (B, {self.latent_channels}, T', h, w), got {tuple(z.shape)}")

@@ -76,7 +76,7 @@ def build_pipeline(s: BenchSettings, device: torch.device):
 
 
 @contextlib.contextmanager
-def _stage_hooks(pipe, device: torch.device, times: dict, mem: StageMemory | None):
+def stage_hooks(pipe, device: torch.device, times: dict, mem: StageMemory | None):
     """Time text encoding and decoding inside one pipe() call by wrapping the two components
     (instance attributes, removed afterwards); denoising is the rest of the call."""
     def wrap(name, fn, after):
@@ -116,11 +116,11 @@ def bench_generation(pipe, s: BenchSettings, device: torch.device, autocast) -> 
     runs = []
     for i in range(1 + s.repeats):  # the first is the warm-up
         times: dict = {}
-        with _stage_hooks(pipe, device, times, None):
+        with stage_hooks(pipe, device, times, None):
             total = timed(generate, device)
         if i:
             runs.append({**times, "denoise": total - sum(times.values()), "total": total})
-    with StageMemory(device) as mem, _stage_hooks(pipe, device, {}, mem):
+    with StageMemory(device) as mem, stage_hooks(pipe, device, {}, mem):
         generate()
     out = {"steps": steps, "guidance": guidance, "video": [s.frames, s.height, s.width]}
     for stage in ("text_encode", "denoise", "decode", "total"):
