@@ -4,7 +4,7 @@ For each autoencoder and video size, one text-to-video generation per round: tex
 denoise for --steps steps with classifier-free guidance (the DiT runs batch 2), VAE decode. The
 configurations are timed side by side in rounds (kinema/bench/timing.py `interleaved`), one warm-up
 round first, and every stage is the median of --runs rounds (stage times: kinema/bench/stages.py
-`stage_hooks`). Weights: a trained autoencoder folder (runs/vae-*) where one exists, else random
+`stage_times`). Weights: a trained autoencoder folder (runs/vae-*) where one exists, else random
 init from the recipe; the DiT is random init of --dit-preset (latency does not depend on weights).
 
     python benchmarks/compression.py --threads 2 --json reports/compression.json --plot reports/compression.png
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from kinema.autoencoder import CausalVideoVAE, VAEConfig
-from kinema.bench.stages import stage_hooks
-from kinema.bench.timing import interleaved, median, timed
+from kinema.bench.stages import stage_times
+from kinema.bench.timing import interleaved, median
 from kinema.config import from_dict, read_toml
 from kinema.eval.evaluate import machine
 from kinema.models.dit import DiT, dit_config
@@ -76,19 +76,11 @@ def generation_round(pipe, frames: int, size: int, steps: int, guidance: float, 
         pipe(PROMPT, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
              generator=torch.Generator().manual_seed(0), progress=False)
 
-    def run():
-        times: dict = {}
-        with stage_hooks(pipe, device, times, None):
-            total = timed(generate, device)
-        record.append({**times, "denoise": total - sum(times.values()), "total": total})
-
-    return run
+    return lambda: record.append(stage_times(pipe, device, generate))
 
 
 def tokens(pipe, frames: int, size: int) -> tuple[list[int], int]:
-    v = pipe.vae
-    latent = [v.latent_channels, (frames - 1) // v.temporal_stride + 1, size // v.spatial_stride,
-              size // v.spatial_stride]
+    latent = list(pipe.vae.latent_shape(frames, size, size))  # (C, T', h, w)
     return latent, math.prod(n // p for n, p in zip(latent[1:], pipe.dit.cfg.patch_size))
 
 

@@ -161,19 +161,25 @@ class ResBlock(nn.Module):
         return h + (self.skip(x) if self.skip is not None else x)
 
 
+def check_channel_resize(c: int, cout: int) -> None:
+    """A channel shortcut from c to cout channels needs one to divide the other (a clear error
+    when a model is built, not at its first forward)."""
+    if max(c, cout) % min(c, cout):
+        raise ValueError(f"a channel shortcut from {c} to {cout} channels needs one to divide the other "
+                         f"(choose base_channels, channel_mult and latent_channels accordingly)")
+
+
 def channel_resize(x: torch.Tensor, cout: int) -> torch.Tensor:
     """(B, T, C, H, W) -> (B, T, cout, H, W) with no parameters: the mean of each group of C/cout
     consecutive channels (DC-AE's channel averaging) or each channel repeated cout/C times (its
     channel duplicating)."""
     B, T, C, H, W = x.shape
-    if C == cout:
-        return x
-    if C > cout and C % cout == 0:
+    check_channel_resize(C, cout)
+    if C > cout:
         return x.reshape(B, T, cout, C // cout, H, W).mean(dim=3)  # (B, T, cout, H, W)
-    if cout > C and cout % C == 0:
+    if cout > C:
         return x.repeat_interleave(cout // C, dim=2)  # (B, T, cout, H, W)
-    raise ValueError(f"a channel shortcut from {C} to {cout} channels needs one to divide the other "
-                     f"(choose base_channels, channel_mult and latent_channels accordingly)")
+    return x
 
 
 def space_to_channel(x: torch.Tensor, space: bool, time: bool, first_chunk: bool) -> torch.Tensor:
@@ -228,7 +234,7 @@ class Downsample(nn.Module):
         self.spatial = CausalConv(ch, cout, kt=1, ks=3, ss=2 if space else 1)
         self.temporal = CausalConv(cout, cout, kt=3, ks=1, st=2) if time else None
         if shortcut:  # fail at build time, not at the first forward
-            channel_resize(torch.zeros(1, 1, ch * (4 if space else 1) * (2 if time else 1), 1, 1), cout)
+            check_channel_resize(ch * (4 if space else 1) * (2 if time else 1), cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shortcut:
@@ -263,7 +269,7 @@ class Upsample(nn.Module):
         self.spatial = CausalConv(ch, cout, kt=1, ks=3)
         self.first_chunk = True
         if shortcut:
-            channel_resize(torch.zeros(1, 1, ch, 1, 1), cout * (4 if space else 1) * (2 if time else 1))
+            check_channel_resize(ch, cout * (4 if space else 1) * (2 if time else 1))
 
     def stream_on(self) -> None:
         self.first_chunk = True

@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import from_dict, to_dict
-from .layers import (Conv, Downsample, ResBlock, Upsample, batch_frames, channel_resize, make_norm,
-                     unbatch_frames)
+from .layers import (Conv, Downsample, ResBlock, Upsample, batch_frames, channel_resize, check_channel_resize,
+                     make_norm, unbatch_frames)
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -112,7 +112,7 @@ class Encoder(nn.Module):
         self.norm_out = make_norm(cfg.norm, cin, g)
         self.conv_out = Conv(cin, 2 * cfg.latent_channels, kind, kt)
         if self.shortcut:
-            channel_resize(torch.zeros(1, 1, cin, 1, 1), cfg.latent_channels)  # a clear error now, not later
+            check_channel_resize(cin, cfg.latent_channels)
         # Start the posterior nearly deterministic (std e^-3 ~ 0.05): with logvar ~ 0 the unit-variance
         # sampling noise drowns the young latents and reconstruction stalls for hundreds of steps.
         last = self.conv_out.temporal or self.conv_out.spatial
@@ -140,7 +140,7 @@ class Decoder(nn.Module):
         cin = chs[-1]
         self.conv_in = Conv(cfg.latent_channels, cin, kind, kt)
         if self.shortcut:
-            channel_resize(torch.zeros(1, 1, cfg.latent_channels, 1, 1), cin)
+            check_channel_resize(cfg.latent_channels, cin)
         blocks: list[nn.Module] = [ResBlock(cin, cin, kind, g, kt, cfg.norm) for _ in range(cfg.mid_blocks)]
         for i in reversed(range(len(chs))):
             for _ in range(n_blocks):

@@ -76,7 +76,7 @@ def build_pipeline(s: BenchSettings, device: torch.device):
 
 
 @contextlib.contextmanager
-def stage_hooks(pipe, device: torch.device, times: dict, mem: StageMemory | None):
+def _stage_hooks(pipe, device: torch.device, times: dict, mem: StageMemory | None):
     """Time text encoding and decoding inside one pipe() call by wrapping the two components
     (instance attributes, removed afterwards); denoising is the rest of the call."""
     def wrap(name, fn, after):
@@ -101,6 +101,15 @@ def stage_hooks(pipe, device: torch.device, times: dict, mem: StageMemory | None
         del pipe.text_encoder.encode, pipe.vae.decode
 
 
+def stage_times(pipe, device: torch.device, generate) -> dict:
+    """Seconds of one `generate()` call by stage: text_encode, decode (timed inside the call),
+    denoise (the rest) and total."""
+    times: dict = {}
+    with _stage_hooks(pipe, device, times, None):
+        total = timed(generate, device)
+    return {**times, "denoise": total - sum(times.values()), "total": total}
+
+
 def bench_generation(pipe, s: BenchSettings, device: torch.device, autocast) -> dict:
     """Latency and peak memory per stage of generating one video (CFG: the DiT runs batch 2)."""
     prompt = "a small red circle moving right on a gray background"
@@ -113,14 +122,8 @@ def bench_generation(pipe, s: BenchSettings, device: torch.device, autocast) -> 
             pipe(prompt, num_frames=s.frames, height=s.height, width=s.width, num_inference_steps=steps,
                  guidance_scale=guidance, generator=torch.Generator().manual_seed(0), progress=False)
 
-    runs = []
-    for i in range(1 + s.repeats):  # the first is the warm-up
-        times: dict = {}
-        with stage_hooks(pipe, device, times, None):
-            total = timed(generate, device)
-        if i:
-            runs.append({**times, "denoise": total - sum(times.values()), "total": total})
-    with StageMemory(device) as mem, stage_hooks(pipe, device, {}, mem):
+    runs = [stage_times(pipe, device, generate) for _ in range(1 + s.repeats)][1:]  # the first is the warm-up
+    with StageMemory(device) as mem, _stage_hooks(pipe, device, {}, mem):
         generate()
     out = {"steps": steps, "guidance": guidance, "video": [s.frames, s.height, s.width]}
     for stage in ("text_encode", "denoise", "decode", "total"):

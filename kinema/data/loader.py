@@ -157,9 +157,10 @@ class VideoBatches:
             if key in self._texts and skip is not None and skip(key):
                 return None, self._caption(self._texts[key], g), key
             clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
+            texts = (clip.text, clip.short_text)
             if key is not None:
-                self._texts[key] = (clip.text, clip.short_text)
-            return to_model_range(clip.frames), self._caption((clip.text, clip.short_text), g), key
+                self._texts[key] = texts
+            return to_model_range(clip.frames), self._caption(texts, g), key
         rng = _rng(self.cfg.seed, "csv", g)
         rec, u = rng.choice(self.by_bucket[bucket]), rng.random()
         caption = self._caption((rec.text, rec.short_text or rec.text), g)

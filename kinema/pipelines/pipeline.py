@@ -245,18 +245,18 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         index["defaults"] = asdict(from_dict(PipelineDefaults, {**index["defaults"], **defaults}))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _copy_part(src / index["dit"], tmp / index["dit"])
-    if checkpoint is not None:
-        try:
+    try:  # built aside, so a failed export leaves neither a half folder nor a changed `out`
+        _copy_part(src / index["dit"], tmp / index["dit"])
+        if checkpoint is not None:
             _checkpoint_weights(Path(checkpoint), tmp / index["dit"] / WEIGHTS_NAME)
-        except (OSError, ValueError):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    _copy_part(vae_src, tmp / "vae")
-    if index["text_encoder"] == "text_encoder":
-        shutil.copytree(src / "text_encoder", tmp / "text_encoder")
-    index["vae"] = "vae"
-    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        _copy_part(vae_src, tmp / "vae")
+        if index["text_encoder"] == "text_encoder":
+            shutil.copytree(src / "text_encoder", tmp / "text_encoder")
+        index["vae"] = "vae"
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

@@ -106,7 +106,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         start = load_checkpoint(ckpt, model, ema, opt)
     ddp_model = wrap_ddp(model, d)
     data = VideoBatches(cfg.data, cfg.batch_size, d.rank, d.world_size)
-    latent_cache: dict = {}
+    latent_cache: dict | None = {} if cfg.cache_latents else None
     config_json = to_dict(cfg)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +116,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     t_last, samples_since = time.perf_counter(), 0
     loss_value = float("nan")
     for step in range(start, cfg.steps):
-        cache = latent_cache if cfg.cache_latents else None
-        batch = data.batch(step, skip=None if cache is None else cache.__contains__)
-        x0 = _latents(vae, batch, cache, d)  # (b, C, T', H', W')
+        batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
+        x0 = _latents(vae, batch, latent_cache, d)  # (b, C, T', H', W')
         texts = ["" if torch.rand((), generator=sample_generator(cfg.seed, step, g, "drop")).item()
                  < cfg.caption_dropout else t for g, t in zip(batch["index"], batch["text"])]
         states, mask = text(texts)
