@@ -175,6 +175,14 @@ def test_tiny_folders(tiny, kind, special):
     assert reloaded.name == enc.name and torch.equal(reloaded.encode(TEXTS)[0], states)
 
 
+def test_loading_prints_no_transformers_bar_and_restores_its_setting(tiny, capfd):
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_progress_bar()
+    load_text_encoder(str(tiny["bert"]), max_length=12)
+    assert "Loading weights" not in capfd.readouterr().err  # generate --quiet prints nothing
+    assert hf_logging.is_progress_bar_enabled()  # other transformers users keep their bars
+
+
 @pytest.mark.filterwarnings("ignore:.*truncated")
 def test_diffusers_layout_and_name_fingerprint(tiny, tmp_path):
     pipe = tmp_path / "my-pipeline"

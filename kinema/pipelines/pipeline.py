@@ -135,8 +135,7 @@ class KinemaPipeline:
         B = len(prompts)
         cond, cond_mask = self.text_encoder.encode(prompts)  # (B, L, D), (B, L)
         uncond, uncond_mask = self.text_encoder.encode([negative_prompt or ""] * B)
-        ts, ss = self.vae.temporal_stride, self.vae.spatial_stride
-        shape = (B, self.vae.latent_channels, (num_frames - 1) // ts + 1, height // ss, width // ss)
+        shape = (B, *self.vae.latent_shape(num_frames, height, width))  # (B, C, T', h, w)
         noise = torch.randn(shape, generator=generator).to(device)  # CPU generator: same noise on any device
         tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.cfg.patch_size))
         shift = d.shift or flow.timestep_shift_for(tokens)

@@ -164,11 +164,17 @@ def load_text_encoder(spec: str = "minilm", max_length: int = 32, device: str | 
     except (OSError, ValueError, TypeError) as e:
         raise TextEncoderError(f"no usable tokenizer in '{tok_dir}' (expected tokenizer.json or the "
                                f"model's vocabulary files): {e}") from None
+    from transformers.utils import logging as hf_logging
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar for a 0.1 s load is noise in every command
     try:
         model, info = model_cls.from_pretrained(str(model_dir), local_files_only=True, dtype=dtype,
                                                 output_loading_info=True)
     except OSError as e:  # no weight file
         raise TextEncoderError(f"cannot load the {model_type} weights in '{model_dir}': {e}") from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     # A key mismatch would leave layers randomly initialised and the encoder silently useless.
     missing = sorted(k for k in info["missing_keys"] if "pooler" not in k)
     if missing:

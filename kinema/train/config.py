@@ -25,6 +25,7 @@ class DiTTrainConfig:
     preset: str = "dit-t"
     dit: DiTConfig = field(default_factory=DiTConfig)
     vae: str = "runs/vae-f8t4"
+    init_from: str | None = None  # a trained model folder whose DiT starts this run (depth may grow: train/grow.py)
     text_encoder: str = "minilm"  # "minilm" or a local Hugging Face folder
     text_max_length: int = 32
     text_cache_dir: str | None = None  # also keep caption embeddings on disk, across runs

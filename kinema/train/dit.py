@@ -29,6 +29,7 @@ from ..text import CachedTextEncoder, load_text_encoder
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, init_distributed, mean_across, shutdown, wrap_ddp
+from .grow import init_from_model
 from .optim import lr_at
 
 
@@ -96,12 +97,17 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             raise ValueError(f"bucket {f}x{h}x{w}: height and width must be multiples of "
                              f"{stride[1]} (autoencoder stride {vae.spatial_stride} x patch {dit_cfg.patch_size[1]})")
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
-    model = DiT(dit_cfg).to(d.device)
+    model = DiT(dit_cfg)
+    start = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is None and cfg.init_from:  # a fresh run that starts from trained weights
+        old_depth = init_from_model(model, cfg.init_from)
+        if d.is_main and progress:
+            tqdm.write(f"init_from {cfg.init_from}: depth {old_depth} -> {dit_cfg.depth}")
+    model = model.to(d.device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                             weight_decay=cfg.optim.weight_decay)
-    start = 0
-    ckpt = latest_checkpoint(out)
     if ckpt is not None:
         start = load_checkpoint(ckpt, model, ema, opt)
     ddp_model = wrap_ddp(model, d)

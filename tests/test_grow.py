@@ -1,0 +1,77 @@
+"""Growing a trained DiT deeper (kinema/train/grow.py): step 0 computes what the old model did."""
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kinema.models import DiT
+from kinema.pipelines import KinemaPipeline
+from kinema.train.config import load_dit_train_config
+from kinema.train.dit import train_dit
+from kinema.train.grow import grow_state_dict, init_from_model
+from test_dit import inputs, one_thread, perturbed, tiny  # noqa: F401  (one_thread: autouse fixture)
+from test_train_dit import vae_dir, write_config  # noqa: F401  (vae_dir: fixture)
+
+
+def save_dit(model: DiT, folder):
+    (folder / "dit").mkdir(parents=True)
+    (folder / "dit" / "config.json").write_text(json.dumps(asdict(model.cfg)))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "dit" / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("old_depth,new_depth", [(2, 2), (2, 4), (2, 5), (3, 8)])
+def test_grown_model_computes_the_same_function(old_depth, new_depth):
+    cfg = tiny(depth=old_depth)
+    old = perturbed(cfg)  # every adaLN and gate non-zero: the old blocks really act
+    new = DiT(tiny(depth=new_depth)).eval()
+    new.load_state_dict(grow_state_dict(old.state_dict(), old_depth, new_depth), strict=True)
+    x, t, y, mask = inputs(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, t, y, mask), old(x, t, y, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_repeated_blocks_start_as_identity_but_keep_trained_attention():
+    old = perturbed(tiny(depth=2))
+    state = grow_state_dict(old.state_dict(), 2, 4)  # new blocks 0,1 <- old 0; 2,3 <- old 1
+    for j, i in [(0, 0), (2, 1)]:  # first copies: everything as trained
+        torch.testing.assert_close(state[f"blocks.{j}.adaLN.1.weight"], old.state_dict()[f"blocks.{i}.adaLN.1.weight"])
+    for j, i in [(1, 0), (3, 1)]:  # repeats: identity, yet attention weights trained
+        assert not state[f"blocks.{j}.adaLN.1.weight"].any() and not state[f"blocks.{j}.cross.proj.bias"].any()
+        torch.testing.assert_close(state[f"blocks.{j}.attn.qkv.qkv.weight"], old.state_dict()[f"blocks.{i}.attn.qkv.qkv.weight"])
+
+
+def test_init_from_errors(tmp_path):
+    folder = save_dit(perturbed(tiny(depth=2)), tmp_path / "m")
+    with pytest.raises(ValueError, match="can only grow"):
+        init_from_model(DiT(tiny(depth=1)), folder)
+    with pytest.raises(ValueError, match="hidden_size: 64 vs 32"):
+        init_from_model(DiT(tiny(depth=2, hidden_size=32)), folder)
+    with pytest.raises(FileNotFoundError, match="has no DiT"):
+        init_from_model(DiT(tiny()), tmp_path / "nothing")
+    joint = save_dit(perturbed(tiny("joint", depth=2)), tmp_path / "j")
+    with pytest.raises(ValueError, match="cross' only"):
+        init_from_model(DiT(tiny("joint", depth=4)), joint)
+    assert init_from_model(DiT(tiny(depth=3)), folder) == 2
+
+
+def test_training_starts_from_the_grown_model_and_resume_ignores_it(tmp_path, vae_dir):  # noqa: F811
+    cfg = load_dit_train_config(write_config(tmp_path, vae_dir, "small", steps=2), ["ema_decay=0"])
+    train_dit(cfg, progress=False)
+    grown_cfg = load_dit_train_config(write_config(tmp_path, vae_dir, "grown", steps=1),
+                                      [f"init_from={json.dumps(str(tmp_path / 'small' / 'model'))}", "dit.depth=4",
+                                       "optim.lr=1e-12", "ema_decay=0"])
+    train_dit(grown_cfg, progress=False)
+    a = KinemaPipeline.from_pretrained(tmp_path / "small" / "model").dit
+    b = KinemaPipeline.from_pretrained(tmp_path / "grown" / "model").dit
+    assert (a.cfg.depth, b.cfg.depth) == (2, 4)
+    x, t, y, mask = inputs(a.cfg, thw=(2, 4, 4), L=6)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x, t, y, mask), a(x, t, y, mask), atol=1e-5, rtol=1e-5)
+    # A rerun with a checkpoint resumes from it; init_from only starts fresh runs.
+    resumed = train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "grown", steps=2),
+                                              [f"init_from={json.dumps(str(tmp_path / 'nowhere'))}", "dit.depth=4"]),
+                        progress=False)
+    assert resumed["resumed_from"] == 1
