@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from kinema.data.video_io import read_video
@@ -27,9 +26,6 @@ def test_shipped_weights_are_safetensors_within_budget():
     assert (d["num_frames"], d["height"], d["width"]) == (17, 64, 64)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model is undertrained (v1: 14,000 steps, 19 % suite adherence; "
-                   "this prompt's circle moves down, not right; docs/default-model.md): issue 4's bar. Strict: once "
-                   "a retrained model passes, drop this mark")
 def test_default_model_follows_a_fixed_prompt():
     pipe = KinemaPipeline.from_pretrained()  # no argument: the shipped model
     frames = pipe(PROMPT, generator=torch.Generator().manual_seed(SEED), output_type="uint8", progress=False).frames[0]

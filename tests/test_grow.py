@@ -5,14 +5,14 @@ from dataclasses import asdict
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_dit import inputs, one_thread, perturbed, tiny  # noqa: F401  (one_thread: autouse fixture)
+from test_train_dit import vae_dir, write_config  # noqa: F401  (vae_dir: fixture)
 
 from kinema.models import DiT
 from kinema.pipelines import KinemaPipeline
 from kinema.train.config import load_dit_train_config
 from kinema.train.dit import train_dit
 from kinema.train.grow import grow_state_dict, init_from_model
-from test_dit import inputs, one_thread, perturbed, tiny  # noqa: F401  (one_thread: autouse fixture)
-from test_train_dit import vae_dir, write_config  # noqa: F401  (vae_dir: fixture)
 
 
 def save_dit(model: DiT, folder):
