@@ -1,24 +1,21 @@
 """Growing a trained DiT deeper (kinema/train/grow.py): step 0 computes what the old model did."""
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from test_dit import inputs, one_thread, perturbed, tiny  # noqa: F401  (one_thread: autouse fixture)
 from test_train_dit import vae_dir, write_config  # noqa: F401  (vae_dir: fixture)
 
 from kinema.models import DiT
 from kinema.pipelines import KinemaPipeline
+from kinema.pipelines.pipeline import save_dit
 from kinema.train.config import load_dit_train_config
 from kinema.train.dit import train_dit
 from kinema.train.grow import grow_state_dict, init_from_model
 
 
-def save_dit(model: DiT, folder):
-    (folder / "dit").mkdir(parents=True)
-    (folder / "dit" / "config.json").write_text(json.dumps(asdict(model.cfg)))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "dit" / "model.safetensors"))
+def saved(model: DiT, folder):
+    save_dit(model, model.cfg, folder / "dit")
     return folder
 
 
@@ -44,14 +41,14 @@ def test_repeated_blocks_start_as_identity_but_keep_trained_attention():
 
 
 def test_init_from_errors(tmp_path):
-    folder = save_dit(perturbed(tiny(depth=2)), tmp_path / "m")
+    folder = saved(perturbed(tiny(depth=2)), tmp_path / "m")
     with pytest.raises(ValueError, match="can only grow"):
         init_from_model(DiT(tiny(depth=1)), folder)
     with pytest.raises(ValueError, match="hidden_size: 64 vs 32"):
         init_from_model(DiT(tiny(depth=2, hidden_size=32)), folder)
     with pytest.raises(FileNotFoundError, match="has no DiT"):
         init_from_model(DiT(tiny()), tmp_path / "nothing")
-    joint = save_dit(perturbed(tiny("joint", depth=2)), tmp_path / "j")
+    joint = saved(perturbed(tiny("joint", depth=2)), tmp_path / "j")
     with pytest.raises(ValueError, match="cross' only"):
         init_from_model(DiT(tiny("joint", depth=4)), joint)
     assert init_from_model(DiT(tiny(depth=3)), folder) == 2

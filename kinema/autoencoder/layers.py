@@ -268,8 +268,9 @@ class Upsample(nn.Module):
                 self.temporal.conv.bias.zero_()
         self.spatial = CausalConv(ch, cout, kt=1, ks=3)
         self.first_chunk = True
+        self.factor = (4 if space else 1) * (2 if time else 1)  # values of one latent cell per output cell
         if shortcut:
-            check_channel_resize(ch, cout * (4 if space else 1) * (2 if time else 1))
+            check_channel_resize(ch, cout * self.factor)
 
     def stream_on(self) -> None:
         self.first_chunk = True
@@ -282,8 +283,7 @@ class Upsample(nn.Module):
             drop_first = self.first_chunk or not self.temporal.streaming
             self.first_chunk = False
         if self.shortcut:
-            f = (4 if self.space else 1) * (2 if self.time else 1)
-            skip = channel_to_space(channel_resize(x, self.cout * f), self.space, self.time,
+            skip = channel_to_space(channel_resize(x, self.cout * self.factor), self.space, self.time,
                                     self.time and drop_first)  # (B, 2T-1, cout, 2H, 2W)
         if self.temporal is not None:
             B, T, C, H, W = x.shape

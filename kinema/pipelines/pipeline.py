@@ -76,9 +76,7 @@ class KinemaPipeline:
             raise FileNotFoundError(f"'{folder}' is not a Kinema model folder: no {INDEX_FILE} in it")
         index = json.loads((folder / INDEX_FILE).read_text())
         vae = CausalVideoVAE.from_pretrained(folder / index["vae"]).to(device)
-        dit_cfg = from_dict(DiTConfig, json.loads((folder / index["dit"] / CONFIG_NAME).read_text()))
-        dit = DiT(dit_cfg)
-        dit.load_state_dict(load_file(folder / index["dit"] / WEIGHTS_NAME))
+        dit = load_dit(folder / index["dit"])
         spec = index["text_encoder"]
         if (folder / spec).is_dir():
             spec = str(folder / spec)
@@ -90,7 +88,7 @@ class KinemaPipeline:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(folder / "vae")
-        _save_dit(self.dit, self.dit.cfg, folder / "dit")
+        save_dit(self.dit, self.dit.cfg, folder / "dit")
         spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
         _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults)
 
@@ -161,10 +159,18 @@ class KinemaPipeline:
         return KinemaPipelineOutput(list(frames))
 
 
-def _save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
+def save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
+    """A DiT's part folder: config.json + model.safetensors (what `load_dit` reads)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in dit.state_dict().items()}, folder / WEIGHTS_NAME)
+
+
+def load_dit(folder: Path) -> DiT:
+    """The DiT of a part folder written by `save_dit` (on the CPU)."""
+    dit = DiT(from_dict(DiTConfig, json.loads((folder / CONFIG_NAME).read_text())))
+    dit.load_state_dict(load_file(folder / WEIGHTS_NAME))
+    return dit
 
 
 def _copy_part(src: Path, dst: Path) -> None:
@@ -210,7 +216,7 @@ def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _copy_part(Path(vae_dir), folder / "vae")
-    _save_dit(dit, dit_config, folder / "dit")
+    save_dit(dit, dit_config, folder / "dit")
     _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
     return folder
 

@@ -1,6 +1,6 @@
 """Start a deeper DiT from a trained shallower one, computing exactly the same function.
 
-    kinema train dit --config configs/default.toml      # init_from = "runs/default-t4/model"
+    kinema train dit --config configs/default-deep.toml   # init_from = "runs/default/model", [dit] depth = 8
 
 Block j of the new model (depth D') copies block floor(j * D / D') of the old one (depth D), so
 each old block appears D'/D times, in order. The first copy keeps its weights; every further copy
@@ -16,13 +16,13 @@ Widths, heads, patch size and conditioning must match; only depth may grow.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from ..models.dit import DiT, DiTConfig
+from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME
+from ..models.dit import DiT
+from ..pipelines.pipeline import load_dit
 
 # Per block: the tensors that make a repeated copy start as the identity (see module docstring).
 IDENTITY_ZEROED = ("adaLN.1.weight", "adaLN.1.bias", "cross.proj.weight", "cross.proj.bias")
@@ -38,11 +38,10 @@ def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int
     previous = None
     for j in range(dst_depth):
         i = j * src_depth // dst_depth
-        prefix = f"blocks.{i}."
+        prefix, repeat = f"blocks.{i}.", i == previous
         for key, value in src.items():
             if key.startswith(prefix):
                 name = key[len(prefix):]
-                repeat = i == previous
                 out[f"blocks.{j}.{name}"] = torch.zeros_like(value) if repeat and name in IDENTITY_ZEROED else value.clone()
         previous = i
     return out
@@ -53,11 +52,11 @@ def init_from_model(model: DiT, folder: str | Path) -> int:
     model.safetensors) into `model`, growing its depth if `model` is deeper. Returns the old depth."""
     folder = Path(folder)
     dit_dir = folder / "dit" if (folder / "dit").is_dir() else folder
-    if not (dit_dir / "config.json").is_file() or not (dit_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"init_from: '{folder}' has no DiT (expected dit/config.json and "
-                                f"dit/model.safetensors, as `kinema export` writes)")
-    old = DiTConfig(**json.loads((dit_dir / "config.json").read_text()))
-    new = model.cfg
+    if not (dit_dir / CONFIG_NAME).is_file() or not (dit_dir / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"init_from: '{folder}' has no DiT (expected dit/{CONFIG_NAME} and "
+                                f"dit/{WEIGHTS_NAME}, as `kinema export` writes)")
+    trained = load_dit(dit_dir)
+    old, new = trained.cfg, model.cfg
     differ = [f"{f}: {getattr(old, f)} vs {getattr(new, f)}" for f in SAME_FIELDS if getattr(old, f) != getattr(new, f)]
     if differ:
         raise ValueError(f"init_from '{folder}': only depth may differ from the new model; also differs: "
@@ -65,6 +64,6 @@ def init_from_model(model: DiT, folder: str | Path) -> int:
     if new.conditioning != "cross" and new.depth != old.depth:
         raise ValueError("growing depth is supported for conditioning = 'cross' only (a joint model's last "
                          "block has no text stream, so it cannot be repeated as the identity)")
-    state = grow_state_dict(load_file(str(dit_dir / "model.safetensors")), old.depth, new.depth)
+    state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
     model.load_state_dict(state, strict=True)
     return old.depth
