@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from kinema.autoencoder import CausalVideoVAE, VAEConfig
 from kinema.config import ConfigError
@@ -106,11 +107,59 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, vae_dir, trained):
     proc = subprocess.run([sys.executable, "-c", KILLER, str(cfg_path)], capture_output=True, timeout=300)
     assert proc.returncode == -9
     assert (tmp_path / "killed" / "checkpoints" / "latest").read_text() == "step_0000004"
+    ckpt_ema = load_file(tmp_path / "killed" / "checkpoints" / "step_0000004" / "ema.safetensors")
+    midway = load_file(tmp_path / "killed" / "model" / "dit" / "model.safetensors")  # exported at each checkpoint
+    assert ckpt_ema.keys() == midway.keys() and all(torch.equal(ckpt_ema[k], midway[k]) for k in midway)
     summary = train_dit(load_dit_train_config(cfg_path), progress=False)
     assert summary["resumed_from"] == 4
     full, resumed = losses(trained[0] / "full"), losses(tmp_path / "killed")
     for step in range(5, 9):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-7), step
+
+
+def test_latent_cache_on_disk_skips_the_autoencoder_and_keeps_losses(tmp_path, vae_dir, trained, monkeypatch):
+    cache = json.dumps(str(tmp_path / "latents"))
+    first = load_dit_train_config(write_config(tmp_path, vae_dir, "first", steps=4), [f"latent_cache_dir={cache}"])
+    train_dit(first, progress=False)
+    assert len(list((tmp_path / "latents").rglob("*.safetensors"))) == 8  # the pool's 8 clips, each once
+
+    def never(*args, **kwargs):
+        raise AssertionError("encoded or rendered although the latent was on disk")
+
+    monkeypatch.setattr(CausalVideoVAE, "encode", never)
+    monkeypatch.setattr("kinema.data.loader.make_clip", never)
+    second = load_dit_train_config(write_config(tmp_path, vae_dir, "second", steps=4), [f"latent_cache_dir={cache}"])
+    train_dit(second, progress=False)
+    full = losses(trained[0] / "full")
+    for run in ("first", "second"):  # captions, latents and so losses as without the cache
+        for step, loss in losses(tmp_path / run).items():
+            assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-7), (run, step)
+    with pytest.raises(ValueError, match="needs cache_latents"):
+        train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "x", steps=1),
+                                        [f"latent_cache_dir={cache}", "cache_latents=false"]), progress=False)
+
+
+def test_latent_cache_files_are_checked(tmp_path, vae_dir):
+    from kinema.train.latent_cache import LatentCache
+
+    vae = CausalVideoVAE.from_pretrained(vae_dir)
+    key, z = ("world", 7, 5, 32, 32), torch.randn(4, 2, 4, 4)
+    LatentCache(vae, tmp_path)[key] = z
+    again = LatentCache(vae, tmp_path)
+    assert key in again and torch.equal(again[key], z) and again.loaded == 1
+    assert ("world", 8, 5, 32, 32) not in again
+    with pytest.raises(KeyError):
+        again[("world", 8, 5, 32, 32)]
+    path = again.path(key)
+    path.write_bytes(b"not a safetensors file")
+    assert key not in LatentCache(vae, tmp_path)  # unreadable: re-encoded, never trusted
+    other = CausalVideoVAE.from_pretrained(vae_dir)
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(1.0)
+    LatentCache(vae, tmp_path)[key] = z
+    assert key not in LatentCache(other, tmp_path)  # another encoder: another folder
+    with pytest.raises(ValueError, match="needs the autoencoder"):
+        LatentCache(None, tmp_path)
 
 
 def test_torchrun_two_processes_match_one(tmp_path, vae_dir, trained):

@@ -184,3 +184,12 @@ def test_bounce_comes_to_rest_instead_of_looping():
                 assert len(ys) == T and max(ys) <= 20.0 + 1e-9 and ys[0] == 2.0
     for s in range(60):  # tiny, short clips: every motion terminates
         make_clip(s, 32, 32, 5)
+
+
+@pytest.mark.parametrize("seed,width,height", [(3, 64, 64), (11, 96, 64), (12, 64, 96)])
+def test_clip_captions_are_make_clips_without_rendering(seed, width, height):
+    from kinema.world import clip_captions
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    clip = make_clip(seed, width, height, 9, exclude_words=HELD_OUT_WORDS)
+    assert clip_captions(seed, width, height, 9, exclude_words=HELD_OUT_WORDS) == (clip.text, clip.short_text)

@@ -17,7 +17,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from ..world import make_clip
+from ..world import clip_captions, make_clip
 from ..world.vocab import HELD_OUT_WORDS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed
@@ -154,7 +154,9 @@ class VideoBatches:
                 _rng(self.cfg.seed, "epoch", g // n).shuffle(order)
                 seed = clip_seed(self.cfg.seed, order[g % n])
             key = None if n is None else ("world", seed, f, h, w)
-            if key in self._texts and skip is not None and skip(key):
+            if key is not None and skip is not None and skip(key):  # e.g. its latent is on disk
+                if key not in self._texts:
+                    self._texts[key] = clip_captions(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
                 return None, self._caption(self._texts[key], g), key
             clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
             texts = (clip.text, clip.short_text)

@@ -39,6 +39,7 @@ class DiTTrainConfig:
     caption_dropout: float = 0.1  # trains the unconditional branch for classifier-free guidance
     timestep_shift: float | None = None  # None: from the token count (SD3 / Open-Sora 2.0)
     cache_latents: bool = True  # keep each clip's latent after its first encode (fixed pools)
+    latent_cache_dir: str | None = None  # also keep them on disk, across resumes and runs (train/latent_cache.py)
     log_every: int = 10
     ckpt_every: int = 200
     keep_checkpoints: int = 2

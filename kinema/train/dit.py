@@ -12,6 +12,8 @@ import copy
 import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, init_distributed, mean_across, shutdown, wrap_ddp
 from .grow import init_from_model
+from .latent_cache import LatentCache
 from .optim import lr_at
 
 
@@ -71,8 +74,9 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 def train_dit(cfg: DiTTrainConfig, progress: bool = True,
               on_step: Callable[[int, float], None] | None = None) -> dict:
-    """Train (or resume) a DiT as `cfg` says. Returns a summary; the exported model (EMA
-    weights + autoencoder + text-encoder name) lands in OUT/model, loadable by KinemaPipeline."""
+    """Train (or resume) a DiT as `cfg` says. Returns a summary; at every checkpoint the model
+    (EMA weights + autoencoder + text-encoder name) is exported to OUT/model, loadable by
+    KinemaPipeline, so the last one is the finished model."""
     d = init_distributed()
     try:
         return _train(cfg, d, progress and d.is_main, on_step)
@@ -96,6 +100,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         if h % stride[1] or w % stride[2]:
             raise ValueError(f"bucket {f}x{h}x{w}: height and width must be multiples of "
                              f"{stride[1]} (autoencoder stride {vae.spatial_stride} x patch {dit_cfg.patch_size[1]})")
+    if cfg.latent_cache_dir and not cfg.cache_latents:
+        raise ValueError("latent_cache_dir needs cache_latents = true")
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
     model = DiT(dit_cfg)
     start = 0
@@ -112,7 +118,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         start = load_checkpoint(ckpt, model, ema, opt)
     ddp_model = wrap_ddp(model, d)
     data = VideoBatches(cfg.data, cfg.batch_size, d.rank, d.world_size)
-    latent_cache: dict | None = {} if cfg.cache_latents else None
+    latent_cache = LatentCache(vae, cfg.latent_cache_dir) if cfg.cache_latents else None
     config_json = to_dict(cfg)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -164,15 +170,16 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
         if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
             save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
+            _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway
     bar.close()
-    if d.is_main:
+    if d.is_main and start == cfg.steps:  # resumed a finished run: nothing trained, model/ as it was
         _export(cfg, ema or model, dit_cfg, out / "model")
     return {"out_dir": str(out), "steps": cfg.steps, "resumed_from": start, "final_loss": loss_value,
             "world_size": d.world_size}
 
 
 @torch.no_grad()
-def _latents(vae, batch: dict, cache: dict | None, d: Dist) -> torch.Tensor:
+def _latents(vae, batch: dict, cache: LatentCache | None, d: Dist) -> torch.Tensor:
     """Normalised autoencoder latents of a batch (posterior mode), cached by clip key: only the
     samples that came with a video (not cached yet, or never cacheable) are encoded."""
     keys, fresh = batch["keys"], {}
@@ -187,14 +194,20 @@ def _latents(vae, batch: dict, cache: dict | None, d: Dist) -> torch.Tensor:
 
 
 def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path) -> None:
+    """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept). Built aside
+    and swapped in, so an eval reading it midway never sees a half-written folder."""
     from ..pipelines.pipeline import PipelineDefaults, save_pipeline_folder
 
     f, h, w = cfg.data.buckets[0]
-    save_pipeline_folder(folder, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pipeline_folder(tmp, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
                          text_max_length=cfg.text_max_length,
                          defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
                                                    num_inference_steps=cfg.sample_steps,
                                                    guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
 
 
 def _previews(cfg, dit, vae, text_encoder, folder: Path, step: int) -> None:

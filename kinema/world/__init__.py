@@ -42,6 +42,13 @@ def make_clip(seed: int, width: int = 64, height: int = 64, num_frames: int = 17
     return Clip(scene, render(scene), text, short)
 
 
+def clip_captions(seed: int, width: int = 64, height: int = 64, num_frames: int = 17, fps: float = 8.0,
+                  num_objects: int | None = None, exclude_words: Collection[str] = (),
+                  prefer_words: Collection[str] = ()) -> tuple[str, str]:
+    """(detailed, short) caption of make_clip(same arguments), without rendering its pixels."""
+    return captions(sample_scene(seed, width, height, num_frames, fps, num_objects), exclude_words, prefer_words)
+
+
 def ground_truth(scene: Scene, text: str = "", short_text: str = "") -> dict:
     """Everything the clip shows, machine-readable (WORLD.md: kept with every clip)."""
     def r(x: float) -> float:
@@ -62,5 +69,5 @@ def ground_truth(scene: Scene, text: str = "", short_text: str = "") -> dict:
             "objects": objects, "text": text, "short_text": short_text}
 
 
-__all__ = ["Clip", "make_clip", "ground_truth", "sample_scene", "render", "captions", "parse_prompt",
+__all__ = ["Clip", "make_clip", "clip_captions", "ground_truth", "sample_scene", "render", "captions", "parse_prompt",
            "PromptClaims", "ObjectClaim", "PromptError", "Scene", "Track", "vocab"]

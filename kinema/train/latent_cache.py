@@ -1,0 +1,109 @@
+"""Clip latents kept after their first encode: a fixed pool (world `num_clips`, or a CSV data set)
+runs its autoencoder once per clip, not once per epoch.
+
+    cache = LatentCache(vae, folder="cache/latents")   # folder=None: in memory only
+    if key in cache: z = cache[key]                     # (C, T', H', W'), normalised
+    else: cache[key] = z
+
+In memory always; with a folder also on disk, so a resumed run or the next run over the same pool
+(the default recipe's stages 2a-2c share one) skips its first epoch's encoding, which is most of
+that epoch's time. Files live at <folder>/<fingerprint>/<h[:2]>/<h>.safetensors, where the
+fingerprint hashes the autoencoder's config and encoder weights (another autoencoder, or another
+training of this one, never reads these latents) and h = sha256 of the clip key. Each file holds
+`latent` and repeats the key in its metadata; a file that does not match or load is re-encoded.
+Writes go to a temp file and `os.replace`, as kinema.text.cache does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..config import to_dict
+
+FORMAT = "kinema-latent-cache-1"
+
+
+def encoder_fingerprint(vae) -> str:
+    """16 hex digits naming what `vae.normalize(vae.encode(x).mode())` computes."""
+    h = hashlib.sha256(json.dumps(to_dict(vae.config), sort_keys=True).encode())  # incl. scaling/shift
+    for name, tensor in sorted(vae.encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LatentCache:
+    def __init__(self, vae=None, folder: str | os.PathLike | None = None):
+        if folder is not None and vae is None:
+            raise ValueError("a latent cache on disk needs the autoencoder, to fingerprint it")
+        self.memory: dict[tuple, torch.Tensor] = {}
+        self.dir = None if folder is None else Path(folder) / encoder_fingerprint(vae)
+        self.loaded = self.stored = 0  # disk reads and writes, for logs and tests
+
+    def __contains__(self, key: tuple) -> bool:
+        if key in self.memory:
+            return True
+        if self.dir is None:
+            return False
+        z = self._load(key)
+        if z is None:
+            return False
+        self.memory[key] = z
+        self.loaded += 1
+        return True
+
+    def __getitem__(self, key: tuple) -> torch.Tensor:
+        if key not in self:
+            raise KeyError(key)
+        return self.memory[key]
+
+    def __setitem__(self, key: tuple, z: torch.Tensor) -> None:
+        z = z.detach().cpu().contiguous()
+        self.memory[key] = z
+        if self.dir is not None:
+            self._store(key, z)
+            self.stored += 1
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+    @staticmethod
+    def _key_text(key: tuple) -> str:
+        return json.dumps(list(key))
+
+    def path(self, key: tuple) -> Path:
+        h = hashlib.sha256(self._key_text(key).encode()).hexdigest()
+        return self.dir / h[:2] / f"{h}.safetensors"
+
+    def _load(self, key: tuple) -> torch.Tensor | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                z = f.get_tensor("latent") if "latent" in f.keys() else None
+        except (OSError, ValueError, SafetensorError):
+            return None
+        if meta != {"format": FORMAT, "key": self._key_text(key)} or z is None:
+            return None
+        return z
+
+    def _store(self, key: tuple, z: torch.Tensor) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"latent": z}, tmp, metadata={"format": FORMAT, "key": self._key_text(key)})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
