@@ -132,13 +132,18 @@ class CachedTextEncoder(TextEncoder):
         return states, mask
 
     def _store(self, key: str, text: str, entry: Entry) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"states": entry[0], "mask": entry[1]}, tmp, metadata=self._metadata(text))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_file_atomic({"states": entry[0], "mask": entry[1]}, self.path(key), self._metadata(text))
+
+
+def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors to a temp file beside `path`, then `os.replace`: readers (other ranks, a
+    killed run's successor) see the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -11,21 +11,20 @@ that epoch's time. Files live at <folder>/<fingerprint>/<h[:2]>/<h>.safetensors,
 fingerprint hashes the autoencoder's config and encoder weights (another autoencoder, or another
 training of this one, never reads these latents) and h = sha256 of the clip key. Each file holds
 `latent` and repeats the key in its metadata; a file that does not match or load is re-encoded.
-Writes go to a temp file and `os.replace`, as kinema.text.cache does.
+Writes go to a temp file and `os.replace` (kinema.text.cache.save_file_atomic).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..config import to_dict
+from ..text.cache import save_file_atomic
 
 FORMAT = "kinema-latent-cache-1"
 
@@ -97,13 +96,4 @@ class LatentCache:
         return z
 
     def _store(self, key: tuple, z: torch.Tensor) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"latent": z}, tmp, metadata={"format": FORMAT, "key": self._key_text(key)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_file_atomic({"latent": z}, self.path(key), {"format": FORMAT, "key": self._key_text(key)})
