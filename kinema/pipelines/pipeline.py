@@ -18,6 +18,8 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -248,9 +250,7 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         vae_src = Path(vae_dir)
     if defaults:
         index["defaults"] = asdict(from_dict(PipelineDefaults, {**index["defaults"], **defaults}))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:  # built aside, so a failed export leaves neither a half folder nor a changed `out`
+    with built_aside(out) as tmp:
         _copy_part(src / index["dit"], tmp / index["dit"])
         if checkpoint is not None:
             _checkpoint_weights(Path(checkpoint), tmp / index["dit"] / WEIGHTS_NAME)
@@ -259,9 +259,19 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
             shutil.copytree(src / "text_encoder", tmp / "text_encoder")
         index["vae"] = "vae"
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
+    return out
+
+
+@contextmanager
+def built_aside(out: Path) -> Iterator[Path]:
+    """A temp folder beside `out` to build in: on success it replaces `out` whole, on failure it
+    is removed and `out` is left as it was, so no reader ever sees a half-written folder."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    return out

@@ -115,17 +115,11 @@ class CachedTextEncoder(TextEncoder):
 
     def _load(self, key: str, text: str) -> Entry | None:
         """The stored entry, or None when absent, unreadable or not this caption's (then recomputed)."""
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, ValueError, SafetensorError):
+        tensors = load_file_checked(self.path(key), self._metadata(text))
+        if tensors is None:
             return None
         states, mask = tensors.get("states"), tensors.get("mask")
-        if (meta != self._metadata(text) or states is None or mask is None
+        if (states is None or mask is None
                 or states.shape != (self.max_length, self.dim) or states.dtype != torch.float32
                 or mask.shape != (self.max_length,) or mask.dtype != torch.bool):
             return None
@@ -133,6 +127,20 @@ class CachedTextEncoder(TextEncoder):
 
     def _store(self, key: str, text: str, entry: Entry) -> None:
         save_file_atomic({"states": entry[0], "mask": entry[1]}, self.path(key), self._metadata(text))
+
+
+def load_file_checked(path: Path, metadata: dict[str, str]) -> dict[str, torch.Tensor] | None:
+    """The tensors of a safetensors file written with exactly `metadata`; None when it is absent,
+    unreadable or another entry's (a cache then recomputes it)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except (OSError, ValueError, SafetensorError):
+        return None
+    return tensors if meta == metadata else None
 
 
 def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

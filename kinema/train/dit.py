@@ -12,8 +12,6 @@ import copy
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -196,18 +194,15 @@ def _latents(vae, batch: dict, cache: LatentCache | None, d: Dist) -> torch.Tens
 def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path) -> None:
     """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept). Built aside
     and swapped in, so an eval reading it midway never sees a half-written folder."""
-    from ..pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+    from ..pipelines.pipeline import PipelineDefaults, built_aside, save_pipeline_folder
 
     f, h, w = cfg.data.buckets[0]
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pipeline_folder(tmp, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
-                         text_max_length=cfg.text_max_length,
-                         defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
-                                                   num_inference_steps=cfg.sample_steps,
-                                                   guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    with built_aside(folder) as tmp:
+        save_pipeline_folder(tmp, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
+                             text_max_length=cfg.text_max_length,
+                             defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
+                                                       num_inference_steps=cfg.sample_steps,
+                                                       guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift))
 
 
 def _previews(cfg, dit, vae, text_encoder, folder: Path, step: int) -> None:

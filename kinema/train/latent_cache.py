@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from ..config import to_dict
-from ..text.cache import save_file_atomic
+from ..text.cache import load_file_checked, save_file_atomic
 
 FORMAT = "kinema-latent-cache-1"
 
@@ -44,7 +43,7 @@ class LatentCache:
             raise ValueError("a latent cache on disk needs the autoencoder, to fingerprint it")
         self.memory: dict[tuple, torch.Tensor] = {}
         self.dir = None if folder is None else Path(folder) / encoder_fingerprint(vae)
-        self.loaded = self.stored = 0  # disk reads and writes, for logs and tests
+        self.loaded = 0  # latents read from disk
 
     def __contains__(self, key: tuple) -> bool:
         if key in self.memory:
@@ -68,10 +67,6 @@ class LatentCache:
         self.memory[key] = z
         if self.dir is not None:
             self._store(key, z)
-            self.stored += 1
-
-    def __len__(self) -> int:
-        return len(self.memory)
 
     @staticmethod
     def _key_text(key: tuple) -> str:
@@ -81,19 +76,12 @@ class LatentCache:
         h = hashlib.sha256(self._key_text(key).encode()).hexdigest()
         return self.dir / h[:2] / f"{h}.safetensors"
 
+    def _metadata(self, key: tuple) -> dict[str, str]:
+        return {"format": FORMAT, "key": self._key_text(key)}
+
     def _load(self, key: tuple) -> torch.Tensor | None:
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                z = f.get_tensor("latent") if "latent" in f.keys() else None
-        except (OSError, ValueError, SafetensorError):
-            return None
-        if meta != {"format": FORMAT, "key": self._key_text(key)} or z is None:
-            return None
-        return z
+        tensors = load_file_checked(self.path(key), self._metadata(key))
+        return None if tensors is None else tensors.get("latent")
 
     def _store(self, key: tuple, z: torch.Tensor) -> None:
-        save_file_atomic({"latent": z}, self.path(key), {"format": FORMAT, "key": self._key_text(key)})
+        save_file_atomic({"latent": z}, self.path(key), self._metadata(key))
