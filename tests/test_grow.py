@@ -51,7 +51,26 @@ def test_init_from_errors(tmp_path):
     joint = saved(perturbed(tiny("joint", depth=2)), tmp_path / "j")
     with pytest.raises(ValueError, match="cross' only"):
         init_from_model(DiT(tiny("joint", depth=4)), joint)
-    assert init_from_model(DiT(tiny(depth=3)), folder) == 2
+    assert init_from_model(DiT(tiny(depth=3)), folder) == (2, [])
+
+
+def test_a_new_autoencoder_keeps_the_trunk_and_reinitialises_the_latent_layers(tmp_path):
+    old = perturbed(tiny(depth=2))
+    folder = saved(old, tmp_path / "m")
+    torch.manual_seed(7)
+    new = DiT(tiny(depth=3, in_channels=8, patch_size=(1, 1, 1)))
+    fresh = {k: v.clone() for k, v in new.state_dict().items()}
+    depth, changed = init_from_model(new, folder)
+    assert depth == 2 and changed == [f"in_channels: {old.cfg.in_channels} -> 8",
+                                      f"patch_size: {old.cfg.patch_size} -> (1, 1, 1)"]
+    got, trained = new.state_dict(), old.state_dict()
+    for key in ("x_embed.weight", "x_embed.bias", "final.linear.weight", "final.linear.bias"):
+        torch.testing.assert_close(got[key], fresh[key])  # the new model's own init
+    assert not got["final.linear.weight"].any()  # so it starts at zero velocity
+    for key in ("t_embed.mlp.0.weight", "text_embed.2.weight", "blocks.0.attn.qkv.qkv.weight",
+                "blocks.2.mlp.0.weight", "final.adaLN.1.weight"):  # trunk: trained (block 2 <- old block 1)
+        torch.testing.assert_close(got[key], trained[key.replace("blocks.2.", "blocks.1.")])
+    assert not got["blocks.1.adaLN.1.weight"].any()  # a repeat starts as the identity, as before
 
 
 def test_training_starts_from_the_grown_model_and_resume_ignores_it(tmp_path, vae_dir):  # noqa: F811

@@ -12,7 +12,12 @@ So at step 0 the deeper model's output equals the old model's (tests/test_grow.p
 goes on from there with twice the blocks (stacking, as in Gong et al. 2019 "Efficient training of
 BERT by progressively stacking"; function-preserving as Net2Net, Chen et al. 2016).
 
-Widths, heads, patch size and conditioning must match; only depth may grow.
+Widths, heads and conditioning must match. The autoencoder may change too (latent channels and
+patch size, e.g. from the 4x8x8 VAE with a 1x2x2 patch to the 4x32x32 one with 1x1x1): then the
+two layers that touch latent values, the patch embedding `x_embed` and the output `final.linear`,
+keep the new model's fresh initialisation (the output zero, so the model starts by predicting zero
+velocity) and the rest, the trunk that reads text and time and mixes tokens, is carried over.
+That is a warm start, not the same function.
 """
 from __future__ import annotations
 
@@ -26,8 +31,9 @@ from ..pipelines.pipeline import load_dit
 
 # Per block: the tensors that make a repeated copy start as the identity (see module docstring).
 IDENTITY_ZEROED = ("adaLN.1.weight", "adaLN.1.bias", "cross.proj.weight", "cross.proj.bias")
-SAME_FIELDS = ("in_channels", "patch_size", "hidden_size", "num_heads", "mlp_ratio", "text_dim",
-               "conditioning", "qk_norm", "rope_theta")
+SAME_FIELDS = ("hidden_size", "num_heads", "mlp_ratio", "text_dim", "conditioning", "qk_norm", "rope_theta")
+LATENT_FIELDS = ("in_channels", "patch_size")  # may differ: a new autoencoder (see module docstring)
+LATENT_LAYERS = ("x_embed.", "final.linear.")  # the layers that touch latent values
 
 
 def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int) -> dict[str, torch.Tensor]:
@@ -47,9 +53,11 @@ def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int
     return out
 
 
-def init_from_model(model: DiT, folder: str | Path) -> int:
+def init_from_model(model: DiT, folder: str | Path) -> tuple[int, list[str]]:
     """Load a trained model folder's DiT (`folder`/dit or `folder` itself: config.json +
-    model.safetensors) into `model`, growing its depth if `model` is deeper. Returns the old depth."""
+    model.safetensors) into `model`, growing its depth if `model` is deeper and keeping `model`'s
+    own latent layers if its latent channels or patch differ. Returns the old depth and the
+    latent fields that changed ("in_channels: 16 -> 128", ...; empty when none did)."""
     folder = Path(folder)
     dit_dir = folder / "dit" if (folder / "dit").is_dir() else folder
     if not (dit_dir / CONFIG_NAME).is_file() or not (dit_dir / WEIGHTS_NAME).is_file():
@@ -59,11 +67,15 @@ def init_from_model(model: DiT, folder: str | Path) -> int:
     old, new = trained.cfg, model.cfg
     differ = [f"{f}: {getattr(old, f)} vs {getattr(new, f)}" for f in SAME_FIELDS if getattr(old, f) != getattr(new, f)]
     if differ:
-        raise ValueError(f"init_from '{folder}': only depth may differ from the new model; also differs: "
+        raise ValueError(f"init_from '{folder}': only depth, in_channels and patch_size may differ from the "
+                         "new model; also differs: "
                          + "; ".join(differ))
     if new.conditioning != "cross" and new.depth != old.depth:
         raise ValueError("growing depth is supported for conditioning = 'cross' only (a joint model's last "
                          "block has no text stream, so it cannot be repeated as the identity)")
     state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
+    new_latents = [f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in LATENT_FIELDS if getattr(old, f) != getattr(new, f)]
+    if new_latents:  # a new autoencoder: keep this model's freshly initialised latent layers
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(LATENT_LAYERS)})
     model.load_state_dict(state, strict=True)
-    return old.depth
+    return old.depth, new_latents
