@@ -224,9 +224,10 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reports(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    args = ["eval", "--model", str(tiny_model), "--prompts", "4", "--videos-per-prompt", "2", "--gifs", "3",
-            "--width", "32", "--height", "32", "--frames", "5", "--quiet"]
-    assert main([*args, "--out", str(out / "a"), "--label", "tiny-a"]) == 0
+    args = ["eval", "--model", str(tiny_model), "--prompts", "4", "--videos-per-prompt", "2", "--gifs", "3", "--quiet"]
+    assert main([*args, "--out", str(out / "a"), "--label", "tiny-a", "--width", "32", "--height", "32",
+                 "--frames", "5"]) == 0
+    # No size flags: the model's own defaults (32x32x5 in its model_index.json), not 64x64x17.
     assert main([*args, "--out", str(out / "b"), "--label", "tiny-b", "--steps", "1",
                  "--compare", str(out / "a")]) == 0
     return out
@@ -257,6 +258,8 @@ def test_eval_writes_json_html_and_gifs(reports):
 def test_compare_puts_two_models_side_by_side(reports, tmp_path):
     page = (reports / "b" / "report.html").read_text()
     assert "<title>Kinema eval: tiny-b vs tiny-a on shapes-v1</title>" in page
+    suite = json.loads((reports / "b" / "report.json").read_text())["suite"]
+    assert (suite["width"], suite["height"], suite["num_frames"], suite["num_inference_steps"]) == (32, 32, 5, 1)
     assert page.count("Samples: ") == 2 and "tiny-a" in page and "tiny-b" in page
     assert main(["eval", "--report", str(reports / "a"), "--compare", str(reports / "b" / "report.json"),
                  "--out", str(tmp_path / "c")]) == 0

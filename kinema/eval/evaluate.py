@@ -66,11 +66,13 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def evaluate_model(model: str | Path | None, out: str | Path, suite: str = "shapes-v1", prompts: int = 100,
-                   videos_per_prompt: int = 2, width: int = 64, height: int = 64, frames: int = 17,
+                   videos_per_prompt: int = 2, width: int | None = None, height: int | None = None,
+                   frames: int | None = None,
                    steps: int | None = None, guidance: float | None = None, i3d: str | Path | None = None,
                    gifs: int = 24, compare: str | Path | None = None, label: str | None = None,
                    progress: bool = True) -> dict:
-    """Generate the suite with a model, judge and measure it, write REPORT_DIR/report.{json,html}."""
+    """Generate the suite with a model, judge and measure it, write REPORT_DIR/report.{json,html}.
+    Size and length left None are the model's own defaults (its model_index.json)."""
     # Every argument is checked before the model loads or anything is generated.
     plist = suite_prompts(suite, prompts)
     require_cv2()
@@ -189,8 +191,8 @@ def evaluate_autoencoders(vae_dirs: list[str | Path], out: str | Path, clips: in
 
 # `kinema eval`'s flags that only some modes use arrive unset (None), so a flag the chosen mode
 # would ignore is an error rather than silently doing nothing; then the defaults are filled in.
-DEFAULTS = {"suite": "shapes-v1", "prompts": 100, "videos_per_prompt": 2, "width": 64, "height": 64,
-            "frames": 17, "gifs": 24, "clips": 200, "seed": 0}
+DEFAULTS = {"suite": "shapes-v1", "prompts": 100, "videos_per_prompt": 2, "gifs": 24, "clips": 200, "seed": 0}
+VAE_DEFAULTS = {"width": 64, "height": 64, "frames": 17}  # a --model run uses the model's own defaults
 USES = {"model": {"suite", "prompts", "videos_per_prompt", "width", "height", "frames", "steps", "guidance",
                   "i3d", "gifs", "compare", "label"},
         "report": {"compare"}, "vae": {"clips", "seed", "width", "height", "frames"}}
@@ -206,7 +208,8 @@ def run_command(o: dict) -> dict:
         if o.get(flag) is not None:
             raise ValueError(f"--{flag.replace('_', '-')} does not apply to "
                              f"{'a --model run' if mode == 'model' else '--' + mode}")
-    o = {**o, **{k: v for k, v in DEFAULTS.items() if o.get(k) is None}}
+    defaults = {**DEFAULTS, **(VAE_DEFAULTS if mode == "vae" else {})}
+    o = {**o, **{k: v for k, v in defaults.items() if o.get(k) is None}}
     if o.get("threads"):
         import torch
 
