@@ -1,10 +1,14 @@
 """How long a user waits for the default video: `kinema generate` wall time, model load included.
 
 Runs the command line as a user would (a fresh process each time: imports, model load, text
-encode, denoise, decode, MP4 write), N times, and prints each time and the median.
+encode, denoise, decode, MP4 write), N times, and prints each time and the median. Each model
+generates at its own default size, steps and guidance. With several `--model`s the runs are
+interleaved (round r runs every model once, in turn), so machine noise falls on all of them
+alike, and each median is also given as a ratio to the first model's.
 
     python benchmarks/generate_speed.py                 # the shipped model, its default settings
     python benchmarks/generate_speed.py --model runs/default/model --runs 5
+    python benchmarks/generate_speed.py --model kinema/weights/default --model runs/default-128-export
 """
 from __future__ import annotations
 
@@ -17,23 +21,32 @@ import tempfile
 import time
 from pathlib import Path
 
+SHIPPED = "shipped default"
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="model folder (default: the shipped model)")
+    ap.add_argument("--model", action="append",
+                    help="model folder (default: the shipped model); repeat to time several side by side")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--prompt", default="a big red circle moving right on a gray background")
     args = ap.parse_args()
-    times = []
+    models = args.model or [None]
+    times: dict[int, list[float]] = {m: [] for m in range(len(models))}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            cmd = [sys.executable, "-m", "kinema", "generate", args.prompt, "--out", str(Path(tmp) / f"{i}.mp4"),
-                   "--seed", str(i), "--quiet"] + (["--model", args.model] if args.model else [])
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            times.append(time.perf_counter() - t0)
-            print(f"run {i + 1}: {times[-1]:.2f} s", flush=True)
-    print(json.dumps({"runs": times, "median_s": statistics.median(times), "model": args.model or "shipped default"}))
+            for m, model in enumerate(models):
+                cmd = [sys.executable, "-m", "kinema", "generate", args.prompt, "--out",
+                       str(Path(tmp) / f"{m}_{i}.mp4"), "--seed", str(i), "--quiet"] + (["--model", model] if model else [])
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                times[m].append(time.perf_counter() - t0)
+                print(f"run {i + 1}, {model or SHIPPED}: {times[m][-1]:.2f} s", flush=True)
+    first = statistics.median(times[0])
+    for m, model in enumerate(models):
+        median = statistics.median(times[m])
+        print(json.dumps({"model": model or SHIPPED, "runs": times[m], "median_s": median,
+                          "vs_first": round(median / first, 3)}))
     return 0
 
 

@@ -68,3 +68,13 @@ def test_one_lr_schedule_for_both_trainers():
     assert lr_at(vae.warmup_steps, vae, 1000) == vae.lr
     assert abs(lr_at(1000, vae, 1000) - vae.lr * vae.min_lr_ratio) < 1e-12
     assert lr_at(550, vae, 1000) < lr_at(300, vae, 1000)
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_config_loads(path):
+    """A typo in a recipe (an unknown key, a bad value) fails here, not an hour into a run."""
+    from kinema.autoencoder.train import VAETrainConfig
+    from kinema.train.config import load_dit_train_config
+
+    cfg = load_config(VAETrainConfig, str(path)) if path.name.startswith("vae-") else load_dit_train_config(str(path))
+    assert cfg.steps > 0 and cfg.out_dir.startswith("runs/")
