@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--prompt", default="a big red circle moving right on a gray background")
     args = ap.parse_args()
     models = args.model or [None]
-    times: dict[int, list[float]] = {m: [] for m in range(len(models))}
+    times: list[list[float]] = [[] for _ in models]  # seconds, per model
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             for m, model in enumerate(models):
