@@ -10,6 +10,10 @@ init from the recipe; the DiT is random init of --dit-preset (latency does not d
     python benchmarks/compression.py --threads 2 --json reports/compression.json --plot reports/compression.png
     python benchmarks/compression.py --runs 1 --steps 1 --sizes 64 --frames 5       # a smoke run
 
+Each row also carries the arithmetic of its generation in GFLOP (`count_gflop`), so a time ratio
+can be read against the ratio of work: two pipelines running at the same FLOP/s cannot differ in
+time by more than they differ in arithmetic.
+
 | name     | recipe                      | DiT patch | tokens, 17 frames at 128 / 256 px |
 | 4x8x8    | configs/vae-f8t4.toml       | 1x2x2     | 320 / 1280                        |
 | 4x16x16  | configs/vae-f16t4.toml      | 1x1x1     | 320 / 1280 (same count, same 64 values a token) |
@@ -79,6 +83,27 @@ def generation_round(pipe, frames: int, size: int, steps: int, guidance: float, 
     return lambda: record.append(stage_times(pipe, device, generate))
 
 
+@torch.no_grad()
+def count_gflop(pipe, frames: int, size: int, steps: int, guidance: float) -> dict[str, float]:
+    """Arithmetic of one generation in GFLOP, counted by torch's FlopCounterMode: `steps` DiT
+    forwards at batch 2 (1 without guidance), and one decode. Attention runs its math path while
+    counting (the fused CPU kernel is not counted by the flop counter), so its matmuls count too.
+    What a video costs whatever the hardware: the ceiling of any time ratio between two pipelines
+    that run at the same efficiency."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = 1 if guidance == 1 else 2
+    latent = pipe.vae.latent_shape(frames, size, size)
+    states, mask = pipe.text_encoder.encode([PROMPT] * batch)
+    x, t = torch.zeros(batch, *latent), torch.full((batch,), 0.5)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as dit_flops:
+        pipe.dit(x, t, states, mask)
+    with FlopCounterMode(display=False) as vae_flops:
+        pipe.vae.decode(x[:1])
+    return {"denoise": steps * dit_flops.get_total_flops() / 1e9, "decode": vae_flops.get_total_flops() / 1e9}
+
+
 def tokens(pipe, frames: int, size: int) -> tuple[list[int], int]:
     latent = list(pipe.vae.latent_shape(frames, size, size))  # (C, T', h, w)
     return latent, math.prod(n // p for n, p in zip(latent[1:], pipe.dit.cfg.patch_size))
@@ -104,6 +129,7 @@ def run(args) -> dict:
                    "latent": latent, "tokens": n_tokens, "vae_source": m["vae_source"],
                    "vae_params": m["vae_params"], "dit_params": m["dit_params"]}
             row.update({stage: median([r[stage] for r in rec]) for stage in STAGES})
+            row["gflop"] = count_gflop(m["pipe"], args.frames, size, args.steps, args.guidance)
             rows.append(row)
     return {"kind": "kinema-compression-bench", "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": machine(), "threads": torch.get_num_threads(), "dit_preset": args.dit_preset,
@@ -112,13 +138,18 @@ def run(args) -> dict:
 
 
 def ratios(rows: list[dict]) -> dict:
-    """Per size: each autoencoder's end-to-end time over 4x8x8's, per stage (below 1: faster)."""
+    """Per size: each autoencoder's end-to-end time over 4x8x8's, per stage (below 1: faster), and
+    the same for arithmetic (`gflop_*`: denoise + decode, the text encoder being the same)."""
     out = {}
     by = {(r["autoencoder"], r["size"]): r for r in rows}
     for (name, size), r in by.items():
         base = by.get(("4x8x8", size))
         if base is not None and name != "4x8x8":
-            out[f"{name} vs 4x8x8 at {size}x{size}"] = {s: r[s] / base[s] for s in STAGES}
+            q = {s: r[s] / base[s] for s in STAGES}
+            if "gflop" in r and "gflop" in base:
+                q.update({f"gflop_{s}": r["gflop"][s] / base["gflop"][s] for s in ("denoise", "decode")})
+                q["gflop_total"] = sum(r["gflop"].values()) / sum(base["gflop"].values())
+            out[f"{name} vs 4x8x8 at {size}x{size}"] = q
     return out
 
 
@@ -126,15 +157,16 @@ def format_table(res: dict) -> str:
     lines = [f"{res['machine']}; {res['threads']} threads; DiT {res['dit_preset']}, {res['steps']} steps, "
              f"guidance {res['guidance']} (batch {2 if res['guidance'] != 1 else 1}); median of {res['runs']}",
              f"{'size':>9} {'autoencoder':<9} {'patch':<6} {'latent CxTxhxw':<16} {'tokens':>6} "
-             f"{'text ms':>9} {'denoise ms':>11} {'decode ms':>10} {'total ms':>10}  weights"]
+             f"{'text ms':>9} {'denoise ms':>11} {'decode ms':>10} {'total ms':>10} {'GFLOP dn+dec':>13}  weights"]
     for r in res["rows"]:
         lines.append(f"{r['size']:>4}x{r['size']:<4} {r['autoencoder']:<9} {'x'.join(map(str, r['dit_patch'])):<6} "
                      f"{'x'.join(map(str, r['latent'])):<16} {r['tokens']:>6} {r['text_encode'] * 1e3:9.1f} "
-                     f"{r['denoise'] * 1e3:11.1f} {r['decode'] * 1e3:10.1f} {r['total'] * 1e3:10.1f}  "
-                     f"{r['vae_source']}")
+                     f"{r['denoise'] * 1e3:11.1f} {r['decode'] * 1e3:10.1f} {r['total'] * 1e3:10.1f} "
+                     f"{r['gflop']['denoise']:>6.0f}+{r['gflop']['decode']:<6.0f}  {r['vae_source']}")
     for what, q in res["ratios"].items():
         lines.append(f"{what}: end-to-end x{q['total']:.3f} (denoise x{q['denoise']:.3f}, decode x{q['decode']:.3f})"
-                     f" = {1 / q['total']:.2f}x faster")
+                     f" = {1 / q['total']:.2f}x faster; arithmetic {1 / q['gflop_total']:.2f}x less "
+                     f"(denoise {1 / q['gflop_denoise']:.2f}x, decode {1 / q['gflop_decode']:.2f}x)")
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def test_one_lr_schedule_for_both_trainers():
     assert lr_at(550, vae, 1000) < lr_at(300, vae, 1000)
 
 
-@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(Path("configs").rglob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_config_loads(path):
     """A typo in a recipe (an unknown key, a bad value) fails here, not an hour into a run."""
     from kinema.autoencoder.train import VAETrainConfig

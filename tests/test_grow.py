@@ -73,6 +73,22 @@ def test_a_new_autoencoder_keeps_the_trunk_and_reinitialises_the_latent_layers(t
     assert not got["blocks.1.adaLN.1.weight"].any()  # a repeat starts as the identity, as before
 
 
+def test_trunk_only_reinitialises_the_latent_layers_of_the_same_autoencoder(tmp_path):
+    old = perturbed(tiny(depth=2))
+    folder = saved(old, tmp_path / "m")
+    torch.manual_seed(7)
+    new = DiT(tiny(depth=2))
+    fresh = {k: v.clone() for k, v in new.state_dict().items()}
+    assert init_from_model(new, folder, trunk_only=True) == (2, [])  # nothing changed, yet:
+    got, trained = new.state_dict(), old.state_dict()
+    for key in ("x_embed.weight", "final.linear.weight", "final.linear.bias"):
+        torch.testing.assert_close(got[key], fresh[key])
+        assert not torch.equal(got[key], trained[key])
+    torch.testing.assert_close(got["blocks.1.mlp.0.weight"], trained["blocks.1.mlp.0.weight"])
+    init_from_model(new, folder)  # the default carries them
+    torch.testing.assert_close(new.state_dict()["x_embed.weight"], trained["x_embed.weight"])
+
+
 def test_training_starts_from_the_grown_model_and_resume_ignores_it(tmp_path, vae_dir):  # noqa: F811
     cfg = load_dit_train_config(write_config(tmp_path, vae_dir, "small", steps=2), ["ema_decay=0"])
     train_dit(cfg, progress=False)

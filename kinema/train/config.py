@@ -26,6 +26,7 @@ class DiTTrainConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     vae: str = "runs/vae-f8t4"
     init_from: str | None = None  # a trained model folder whose DiT starts this run (depth may grow: train/grow.py)
+    init_trunk_only: bool = False  # init_from carries the trunk only: patch embedding and output layer start fresh
     text_encoder: str = "minilm"  # "minilm" or a local Hugging Face folder
     text_max_length: int = 32
     text_cache_dir: str | None = None  # also keep caption embeddings on disk, across runs

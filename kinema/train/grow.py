@@ -17,7 +17,9 @@ patch size, e.g. from the 4x8x8 VAE with a 1x2x2 patch to the 4x32x32 one with 1
 two layers that touch latent values, the patch embedding `x_embed` and the output `final.linear`,
 keep the new model's fresh initialisation (the output zero, so the model starts by predicting zero
 velocity) and the rest, the trunk that reads text and time and mixes tokens, is carried over.
-That is a warm start, not the same function.
+That is a warm start, not the same function. `trunk_only=True` (the trainer's `init_trunk_only`)
+does the same when the latent fields match, so runs on different autoencoders can start from the
+same trunk on equal terms (the autoencoder study in docs/autoencoder.md).
 """
 from __future__ import annotations
 
@@ -53,11 +55,11 @@ def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int
     return out
 
 
-def init_from_model(model: DiT, folder: str | Path) -> tuple[int, list[str]]:
+def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) -> tuple[int, list[str]]:
     """Load a trained model folder's DiT (`folder`/dit or `folder` itself: config.json +
     model.safetensors) into `model`, growing its depth if `model` is deeper and keeping `model`'s
-    own latent layers if its latent channels or patch differ. Returns the old depth and the
-    latent fields that changed ("in_channels: 16 -> 128", ...; empty when none did)."""
+    own latent layers if its latent channels or patch differ (or `trunk_only`). Returns the old
+    depth and the latent fields that changed ("in_channels: 16 -> 128", ...; empty when none did)."""
     folder = Path(folder)
     dit_dir = folder / "dit" if (folder / "dit").is_dir() else folder
     if not (dit_dir / CONFIG_NAME).is_file() or not (dit_dir / WEIGHTS_NAME).is_file():
@@ -75,7 +77,7 @@ def init_from_model(model: DiT, folder: str | Path) -> tuple[int, list[str]]:
                          "block has no text stream, so it cannot be repeated as the identity)")
     state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
     new_latents = [f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in LATENT_FIELDS if getattr(old, f) != getattr(new, f)]
-    if new_latents:  # a new autoencoder: keep this model's freshly initialised latent layers
+    if new_latents or trunk_only:  # a new autoencoder (or asked): keep this model's fresh latent layers
         state.update({k: v for k, v in model.state_dict().items() if k.startswith(LATENT_LAYERS)})
     model.load_state_dict(state, strict=True)
     return old.depth, new_latents

@@ -1,0 +1,79 @@
+"""Smoke runs of the autoencoder benchmarks (benchmarks/compression.py, benchmarks/train_throughput.py):
+every configuration runs and the figures are consistent. Their timings are not checked here.
+Also the prompt list of scripts/pool_adherence.py."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "scripts"))
+compression = pytest.importorskip("compression")
+train_throughput = pytest.importorskip("train_throughput")
+pool_adherence = pytest.importorskip("pool_adherence")
+
+
+def test_train_throughput_smoke(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert train_throughput.main(["--sizes", "64", "--frames", "5", "--runs", "1", "--batch", "2", "--threads", "1",
+                                  "--dit-depth", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["autoencoder"] for r in res["rows"]] == ["4x8x8", "4x16x16", "4x32x32"]
+    assert [r["tokens"] for r in res["rows"]] == [32, 32, 8]  # 5 frames at 64 px: 2 latent frames
+    for r in res["rows"]:
+        assert r["samples_per_s_cached"] == pytest.approx(2 / r["step_s"])
+        assert r["samples_per_s_uncached"] < r["samples_per_s_cached"]  # render + encode cost something
+    assert res["vae_batch"] == 2  # defaults to the training batch
+    assert "vs 4x8x8)" in capsys.readouterr().out.splitlines()[-2]  # the 4x32x32 row carries its ratio
+
+
+def test_train_throughput_rejects_unknown_autoencoders():
+    with pytest.raises(SystemExit):
+        train_throughput.main(["--autoencoders", "4x64x64"])
+
+
+def test_compression_smoke(tmp_path):
+    out = tmp_path / "c.json"
+    assert compression.main(["--autoencoders", "4x8x8,4x32x32", "--sizes", "64", "--frames", "5", "--runs", "1",
+                             "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert list(res["ratios"]) == ["4x32x32 vs 4x8x8 at 64x64"]
+    for r in res["rows"]:
+        assert r["total"] >= r["denoise"] > 0
+        assert r["gflop"]["denoise"] > 0 and r["gflop"]["decode"] > 0
+    f8, f32 = res["rows"]
+    assert f32["gflop"]["denoise"] < f8["gflop"]["denoise"]  # 8 tokens against 32
+    q = res["ratios"]["4x32x32 vs 4x8x8 at 64x64"]
+    assert q["gflop_total"] == pytest.approx(sum(f32["gflop"].values()) / sum(f8["gflop"].values()))
+
+
+def test_flop_count_includes_attention():
+    """The fused CPU attention kernel is invisible to FlopCounterMode; count_gflop counts on the math
+    path, so its figure exceeds a plain count by the attention's 4 N^2 d a block (self) and at most
+    4 N L d more (cross-attention to L text tokens)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe = compression.build(["4x32x32"], "dit-t")["4x32x32"]["pipe"]
+    counted = compression.count_gflop(pipe, 5, 128, 1, 1.0)["denoise"] * 1e9  # 2 x 4 x 4 = 32 tokens, batch 1
+    states, mask = pipe.text_encoder.encode([compression.PROMPT])
+    with torch.no_grad(), FlopCounterMode(display=False) as plain:
+        pipe.dit(torch.zeros(1, *pipe.vae.latent_shape(5, 128, 128)), torch.full((1,), 0.5), states, mask)
+    n, length, per_block = 32, states.shape[1], 4 * pipe.dit.cfg.hidden_size * pipe.dit.cfg.depth
+    assert per_block * n * n <= counted - plain.get_total_flops() <= per_block * (n * n + n * length)
+
+
+def test_pool_prompts_come_from_the_training_pool_in_the_suite_pattern():
+    from kinema.data.synth import clip_seed
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    prompts = pool_adherence.pool_prompts(8)
+    pool = {clip_seed(0, i) for i in range(200)}
+    assert all(p.world_seed in pool for p in prompts)  # clips the default recipe trains on
+    assert [p.num_objects for p in prompts] == [1, 1, 2, 2, 1, 1, 2, 2]
+    assert [p.kind for p in prompts[:2]] == ["detailed", "short"]
+    assert not any(w in p.text.lower().split() for p in prompts for w in HELD_OUT_WORDS)
+    with pytest.raises(ValueError, match="give only"):
+        pool_adherence.pool_prompts(8, pool_size=3)
