@@ -154,10 +154,10 @@ def ratios(rows: list[dict]) -> dict:
 
 
 def format_table(res: dict) -> str:
-    lines = [f"{res['machine']}; {res['threads']} threads; DiT {res['dit_preset']}, {res['steps']} steps, "
-             f"guidance {res['guidance']} (batch {2 if res['guidance'] != 1 else 1}); median of {res['runs']}",
-             f"{'size':>9} {'autoencoder':<9} {'patch':<6} {'latent CxTxhxw':<16} {'tokens':>6} "
-             f"{'text ms':>9} {'denoise ms':>11} {'decode ms':>10} {'total ms':>10} {'GFLOP dn+dec':>13}  weights"]
+    lines = [(f"{res['machine']}; {res['threads']} threads; DiT {res['dit_preset']}, {res['steps']} steps, "
+              f"guidance {res['guidance']} (batch {2 if res['guidance'] != 1 else 1}); median of {res['runs']}"),
+             (f"{'size':>9} {'autoencoder':<9} {'patch':<6} {'latent CxTxhxw':<16} {'tokens':>6} "
+              f"{'text ms':>9} {'denoise ms':>11} {'decode ms':>10} {'total ms':>10} {'GFLOP dn+dec':>13}  weights")]
     for r in res["rows"]:
         lines.append(f"{r['size']:>4}x{r['size']:<4} {r['autoencoder']:<9} {'x'.join(map(str, r['dit_patch'])):<6} "
                      f"{'x'.join(map(str, r['latent'])):<16} {r['tokens']:>6} {r['text_encode'] * 1e3:9.1f} "
@@ -170,6 +170,30 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def stage_bars(ax, res: dict) -> None:
+    """Horizontal bars of each row's generation time, stacked by stage (also scripts/tradeoff_plot.py)."""
+    rows = res["rows"]
+    labels = [f"{r['autoencoder']} @ {r['size']}\n{r['tokens']} tokens" for r in rows]
+    left = [0.0] * len(rows)
+    for stage, color in (("text_encode", "tab:gray"), ("denoise", "tab:blue"), ("decode", "tab:orange")):
+        widths = [r[stage] for r in rows]
+        ax.barh(labels, widths, left=left, color=color, label=stage)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per video (median)")
+    ax.set_title(f"{res['dit_preset']}, {res['steps']} steps, guidance {res['guidance']}; {res['threads']} threads")
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def save_json(res: dict, path: str) -> None:
+    """Write a benchmark's results atomically (a reader never sees half a file); say where."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    os.replace(tmp, path)
+    print(f"saved {path}")
+
+
 def plot(res: dict, path: str) -> bool:
     try:
         import matplotlib
@@ -179,22 +203,21 @@ def plot(res: dict, path: str) -> bool:
         print("--plot: matplotlib is not installed (it is not a Kinema dependency: pip install matplotlib); "
               "the table and JSON are written without the plot", file=sys.stderr)
         return False
-    rows = res["rows"]
-    labels = [f"{r['autoencoder']} @ {r['size']}\n{r['tokens']} tokens" for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.5))
-    left = [0.0] * len(rows)
-    for stage, color in (("text_encode", "tab:gray"), ("denoise", "tab:blue"), ("decode", "tab:orange")):
-        widths = [r[stage] for r in rows]
-        ax.barh(labels, widths, left=left, color=color, label=stage)
-        left = [a + b for a, b in zip(left, widths)]
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds per video (median)")
-    ax.set_title(f"{res['dit_preset']}, {res['steps']} steps, guidance {res['guidance']}; {res['threads']} threads")
-    ax.legend(loc="lower right")
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(res["rows"]) + 1.5))
+    stage_bars(ax, res)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return True
+
+
+def parse_lists(ap: argparse.ArgumentParser, args) -> None:
+    """--autoencoders and --sizes (comma lists) into lists, in place; unknown names are an error."""
+    args.autoencoders = [a.strip() for a in args.autoencoders.split(",") if a.strip()]
+    unknown = [a for a in args.autoencoders if a not in AUTOENCODERS]
+    if unknown:
+        ap.error(f"unknown autoencoder(s) {unknown}; known: {list(AUTOENCODERS)}")
+    args.sizes = [int(s) for s in args.sizes.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,21 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--plot", help="write a PNG of the stage times here (needs matplotlib)")
     args = ap.parse_args(argv)
-    args.autoencoders = [a.strip() for a in args.autoencoders.split(",") if a.strip()]
-    unknown = [a for a in args.autoencoders if a not in AUTOENCODERS]
-    if unknown:
-        ap.error(f"unknown autoencoder(s) {unknown}; known: {list(AUTOENCODERS)}")
-    args.sizes = [int(s) for s in args.sizes.split(",")]
+    parse_lists(ap, args)
     if args.runs < 1 or args.steps < 1:
         ap.error(f"--runs and --steps must be >= 1, got {args.runs} and {args.steps}")
     res = run(args)
     print(format_table(res))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        os.replace(tmp, args.json)
-        print(f"saved {args.json}")
+        save_json(res, args.json)
     if args.plot and plot(res, args.plot):
         print(f"saved {args.plot}")
     return 0

@@ -26,22 +26,25 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compression import AUTOENCODERS, load_vae  # noqa: E402  (the same recipes and folders)
+from compression import (  # (the same recipes and folders)
+    AUTOENCODERS,
+    load_vae,
+    parse_lists,
+    save_json,
+)
 
-from kinema import flow  # noqa: E402
-from kinema.bench.timing import interleaved, median  # noqa: E402
-from kinema.eval.evaluate import machine  # noqa: E402
-from kinema.models.dit import DiT, dit_config  # noqa: E402
-from kinema.world import make_clip  # noqa: E402
+from kinema import flow
+from kinema.bench.timing import interleaved, median
+from kinema.eval.evaluate import machine
+from kinema.models.dit import DiT, dit_config
+from kinema.world import make_clip
 
 TEXT_DIM, TEXT_LEN = 384, 40  # MiniLM states, the default model's text_max_length
 STAGES = ("render", "encode", "step")
@@ -116,11 +119,11 @@ def run(args) -> dict:
 
 
 def format_table(res: dict) -> str:
-    lines = [f"{res['machine']}; {res['threads']} threads; DiT {res['dit_preset']}"
-             f"{'' if not res['dit_depth'] else ', depth ' + str(res['dit_depth'])}, batch {res['batch']}, bf16 "
-             f"autocast; median of {res['runs']}",
-             f"{'size':>9} {'autoencoder':<9} {'tokens':>6} {'render ms/clip':>15} {'encode ms/clip':>15} "
-             f"{'step ms':>9} {'samples/s cached':>17} {'uncached':>9}"]
+    depth = f", depth {res['dit_depth']}" if res["dit_depth"] else ""
+    lines = [(f"{res['machine']}; {res['threads']} threads; DiT {res['dit_preset']}{depth}, batch {res['batch']}, "
+              f"bf16 autocast; median of {res['runs']}"),
+             (f"{'size':>9} {'autoencoder':<9} {'tokens':>6} {'render ms/clip':>15} {'encode ms/clip':>15} "
+              f"{'step ms':>9} {'samples/s cached':>17} {'uncached':>9}")]
     base = {r["size"]: r for r in res["rows"] if r["autoencoder"] == "4x8x8"}
     for r in res["rows"]:
         b = base.get(r["size"])
@@ -146,22 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dit-depth", type=int, help="override the preset's depth (the default model: 12)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    args.autoencoders = [a.strip() for a in args.autoencoders.split(",") if a.strip()]
-    unknown = [a for a in args.autoencoders if a not in AUTOENCODERS]
-    if unknown:
-        ap.error(f"unknown autoencoder(s) {unknown}; known: {list(AUTOENCODERS)}")
-    args.sizes = [int(s) for s in args.sizes.split(",")]
+    parse_lists(ap, args)
     args.vae_batch = args.vae_batch or args.batch
     if min(args.runs, args.batch, args.vae_batch) < 1:
         ap.error("--runs, --batch and --vae-batch must be >= 1")
     res = run(args)
     print(format_table(res))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        os.replace(tmp, args.json)
-        print(f"saved {args.json}")
+        save_json(res, args.json)
     return 0
 
 

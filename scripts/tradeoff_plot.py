@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compression import stage_bars  # (the benchmark's own plot of these rows)
 
 ORDER = ("4x8x8", "4x16x16", "4x32x32")
 COLOURS = {"4x8x8": "tab:blue", "4x16x16": "tab:green", "4x32x32": "tab:red"}
@@ -67,19 +71,7 @@ def draw(args) -> None:
     ax.set_title("reconstruction of held-out clips, 17 frames")
     ax.legend(fontsize=8)
     # 2. generation latency by stage
-    lat = load(args.latency)
-    ax = axes[0][1]
-    rows = [r for r in lat["rows"] if r["autoencoder"] in ORDER]
-    names = [f"{r['autoencoder']}\n{r['size']} px" for r in rows]
-    left = [0.0] * len(rows)
-    for stage, colour in (("text_encode", "tab:gray"), ("denoise", "tab:blue"), ("decode", "tab:orange")):
-        w = [r[stage] for r in rows]
-        ax.barh(names, w, left=left, color=colour, label=stage)
-        left = [a + b for a, b in zip(left, w)]
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds per video (median)")
-    ax.set_title(f"generation, {lat['dit_preset']}, {lat['steps']} steps, CFG; {lat['threads']} threads")
-    ax.legend(fontsize=8)
+    stage_bars(axes[0][1], load(args.latency))
     # 3. training throughput
     tp = load(args.throughput)
     ax = axes[1][0]
