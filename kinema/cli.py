@@ -8,7 +8,7 @@
     kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
     kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --negative
                     --frames --width --height --fps]
-    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --out DIR --steps --guidance --shift]   (default: the shipped model)
+    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --out DIR --steps --guidance --shift --dtype fp16]   (default: the shipped model)
     kinema eval --model DIR --suite shapes-v1 --prompts 100 --videos-per-prompt 2 --out REPORT_DIR
                 [--compare OTHER_REPORT --i3d I3D.pt]   (or --report R --compare R2; or --vae DIR ...)
     kinema bench [--model DIR | --preset dit-t] [--repeats 5] [--out bench.json]
@@ -123,7 +123,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
     defaults = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance), ("shift", a.shift))
                 if v is not None}
-    out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint)
+    out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint, a.dtype)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({"out": str(out), "megabytes": round(size / 2**20, 2)}))
     return 0
@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--steps", type=int, help="new default sampling steps")
     x.add_argument("--guidance", type=float, help="new default guidance scale")
     x.add_argument("--shift", type=float, help="new default sampling time shift (default: from the token count)")
+    x.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="store the weights in this precision (fp16: half the bytes; loading casts back to fp32)")
     x.set_defaults(func=_cmd_export)
 
     e = sub.add_parser("eval", help="evaluate a model on a prompt suite, or autoencoders (docs/evaluation.md)")

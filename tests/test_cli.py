@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,6 +132,42 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     r = run("export", str(model), "--out", str(tmp_path / "x"), "--vae", str(tmp_path / "other"))
     assert r.returncode == 2 and "only a decoder fine-tune" in r.stderr and not (tmp_path / "x").exists()
     assert run("export", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_export_in_fp16_halves_the_weights_and_loads_back_into_fp32(tmp_path):
+    from safetensors.torch import load_file
+
+    from kinema.autoencoder import CausalVideoVAE, VAEConfig
+    from kinema.models.dit import DiT, dit_config
+    from kinema.pipelines import KinemaPipeline
+    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    torch.manual_seed(0)
+    CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1),
+                             norm_groups=4)).save_pretrained(tmp_path / "vae")
+    cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
+    model = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
+                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2))
+    assert main(["export", str(model), "--out", str(tmp_path / "full")]) == 0
+    assert main(["export", str(model), "--out", str(tmp_path / "half"), "--dtype", "fp16"]) == 0
+    for part in ("dit", "vae"):
+        full, half = (load_file(tmp_path / f / part / "model.safetensors") for f in ("full", "half"))
+        assert {v.dtype for v in half.values()} == {torch.float16}
+        assert all(torch.equal(half[k], v.half()) for k, v in full.items())  # rounded once, nothing else
+        sizes = [(tmp_path / f / part / "model.safetensors").stat().st_size for f in ("full", "half")]
+        assert sizes[1] < 0.6 * sizes[0]  # half the data; the header (names, shapes) stays
+    a, b = KinemaPipeline.from_pretrained(tmp_path / "full"), KinemaPipeline.from_pretrained(tmp_path / "half")
+    assert {p.dtype for p in b.dit.parameters()} == {torch.float32}  # cast back: runs as the fp32 model
+    torch.testing.assert_close(b.dit.state_dict(), {k: v.half().float() for k, v in a.dit.state_dict().items()})
+    fa, fb = (p("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", progress=False).frames
+              for p in (a, b))
+    assert np.abs(np.asarray(fa) - np.asarray(fb)).max() < 0.05  # the same video up to weight rounding
+    big = DiT(cfg)
+    with torch.no_grad():
+        big.final.linear.weight.fill_(1e6)  # beyond fp16's range
+    huge = save_pipeline_folder(tmp_path / "huge", tmp_path / "vae", big, cfg, "minilm", 32, PipelineDefaults())
+    r = run("export", str(huge), "--out", str(tmp_path / "h"), "--dtype", "fp16")
+    assert r.returncode == 2 and "do not fit" in r.stderr and not (tmp_path / "h").exists()
 
 
 def test_export_takes_dit_weights_from_a_checkpoint(tmp_path):

@@ -223,8 +223,11 @@ def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.
     return folder
 
 
+WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae_dir: str | Path | None = None,
-                 defaults: dict | None = None, checkpoint: str | Path | None = None) -> Path:
+                 defaults: dict | None = None, checkpoint: str | Path | None = None, dtype: str = "fp32") -> Path:
     """Copy a trained model folder to `out` (default: the shipped default model) with only what
     generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local.
 
@@ -232,7 +235,12 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
     decoder fine-tune, configs/vae-f8t4-decoder.toml): checked bit for bit, so the latent space and
     its scale/shift factors cannot silently change. `defaults` overrides generation defaults.
     `checkpoint` takes the DiT weights from a training checkpoint of the same run instead
-    (OUT/checkpoints/step_N: its EMA weights if it kept them), e.g. to evaluate a run midway."""
+    (OUT/checkpoints/step_N: its EMA weights if it kept them), e.g. to evaluate a run midway.
+    `dtype` "fp16" (or "bf16") stores the DiT's and VAE's weights at half the bytes: loading casts
+    them back into the fp32 modules, so generation runs as before on weights rounded once (fp16
+    keeps 11 significant bits; docs/default-model.md measures what that does to adherence)."""
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {list(WEIGHT_DTYPES)}, got {dtype!r}")
     src, out = Path(model_dir), Path(out)
     if not (src / INDEX_FILE).is_file():
         raise FileNotFoundError(f"no model folder at '{src}' (no {INDEX_FILE})")
@@ -259,7 +267,21 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
             shutil.copytree(src / "text_encoder", tmp / "text_encoder")
         index["vae"] = "vae"
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        if dtype != "fp32":
+            for part in (index["dit"], "vae"):
+                _cast_weights(tmp / part / WEIGHTS_NAME, WEIGHT_DTYPES[dtype])
     return out
+
+
+def _cast_weights(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in `dtype` (fp16 in an fp16 file
+    is where training's bf16/fp32 weights are rounded, once). Non-finite results are an error:
+    a weight beyond fp16's range (65,504) must not turn into inf silently."""
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(path).items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} tensor(s) do not fit {dtype} (e.g. {bad[0]}); export in fp32")
+    save_file(tensors, path)
 
 
 @contextmanager
