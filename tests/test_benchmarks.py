@@ -1,6 +1,6 @@
 """Smoke runs of the autoencoder benchmarks (benchmarks/compression.py, benchmarks/train_throughput.py):
 every configuration runs and the figures are consistent. Their timings are not checked here.
-Also the prompt list of scripts/pool_adherence.py."""
+Also the prompt list of scripts/pool_adherence.py and the figure of scripts/tradeoff_plot.py."""
 import json
 import sys
 from pathlib import Path
@@ -77,3 +77,32 @@ def test_pool_prompts_come_from_the_training_pool_in_the_suite_pattern():
     assert not any(w in p.text.lower().split() for p in prompts for w in HELD_OUT_WORDS)
     with pytest.raises(ValueError, match="give only"):
         pool_adherence.pool_prompts(8, pool_size=3)
+
+
+def test_tradeoff_plot_draws_from_the_reports(tmp_path):
+    """scripts/tradeoff_plot.py reads the four report kinds in the shapes their tools write and saves
+    a PNG (matplotlib is optional: skipped without it)."""
+    pytest.importorskip("matplotlib")
+    tradeoff_plot = pytest.importorskip("tradeoff_plot")
+    names = ("4x8x8", "4x16x16", "4x32x32")
+
+    def write(name, obj):
+        (tmp_path / name).write_text(json.dumps(obj))
+        return str(tmp_path / name)
+
+    vae = write("vae.json", {"clips": {"count": 2, "size": [64, 64, 17]}, "autoencoders": [
+        {"compression": f"{n}, 16 ch", "psnr": 30.0 + i, "judge_pass": 1.0} for i, n in enumerate(names)]})
+    latency = write("lat.json", {"dit_preset": "dit-t", "steps": 1, "guidance": 4.0, "threads": 1, "rows": [
+        {"autoencoder": n, "size": "64x64", "tokens": 20, "text_encode": 0.01, "denoise": 0.1, "decode": 0.05}
+        for n in names]})
+    tput = write("tp.json", {"dit_depth": 2, "batch": 2, "threads": 1, "rows": [
+        {"autoencoder": n, "size": 64, "samples_per_s_cached": 3.0, "samples_per_s_uncached": 1.0} for n in names]})
+    attrs = ("colour", "shape", "size", "motion", "background", "count")
+    studies = [write(f"s{n}.json", {"model": f"runs/study/ae-f{n.split('x')[1]}t4-128-export", "adherence": {
+        "rate": 0.1, "by_attribute": {a: {"rate": 0.5} for a in attrs}}}) for n in names]
+    out = tmp_path / "plot.png"
+    argv = ["--vae", vae, "--latency", latency, "--throughput", tput, "--out", str(out)]
+    for s in studies:
+        argv += ["--study", s]
+    assert tradeoff_plot.main(argv) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
