@@ -134,20 +134,28 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     assert run("export", str(tmp_path / "nothing")).returncode == 2
 
 
-def test_export_in_fp16_halves_the_weights_and_loads_back_into_fp32(tmp_path):
-    from safetensors.torch import load_file
-
+def tiny_model_folder(tmp_path):
+    """A tiny exported model (random VAE and DiT at 32x32x5) in tmp_path/model; returns it and the DiT config."""
     from kinema.autoencoder import CausalVideoVAE, VAEConfig
     from kinema.models.dit import DiT, dit_config
-    from kinema.pipelines import KinemaPipeline
     from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
 
     torch.manual_seed(0)
     CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1),
                              norm_groups=4)).save_pretrained(tmp_path / "vae")
     cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
-    model = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
-                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2))
+    return save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
+                                PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2)), cfg
+
+
+def test_export_in_fp16_halves_the_weights_and_loads_back_into_fp32(tmp_path):
+    from safetensors.torch import load_file
+
+    from kinema.models.dit import DiT
+    from kinema.pipelines import KinemaPipeline
+    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    model, cfg = tiny_model_folder(tmp_path)
     assert main(["export", str(model), "--out", str(tmp_path / "full")]) == 0
     assert main(["export", str(model), "--out", str(tmp_path / "half"), "--dtype", "fp16"]) == 0
     for part in ("dit", "vae"):
@@ -173,16 +181,9 @@ def test_export_in_fp16_halves_the_weights_and_loads_back_into_fp32(tmp_path):
 def test_export_takes_dit_weights_from_a_checkpoint(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from kinema.autoencoder import CausalVideoVAE, VAEConfig
-    from kinema.models.dit import DiT, dit_config
-    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+    from kinema.models.dit import DiT
 
-    torch.manual_seed(0)
-    CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1),
-                             norm_groups=4)).save_pretrained(tmp_path / "vae")
-    cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
-    model = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
-                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2))
+    model, cfg = tiny_model_folder(tmp_path)
     ckpt = tmp_path / "checkpoints" / "step_0000010"
     ckpt.mkdir(parents=True)
     ema = {k: v + 1 for k, v in DiT(cfg).state_dict().items()}
