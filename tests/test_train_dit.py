@@ -162,6 +162,23 @@ def test_latent_cache_files_are_checked(tmp_path, vae_dir):
         LatentCache(None, tmp_path)
 
 
+def test_latent_cache_fingerprint_ignores_default_valued_fields(vae_dir):
+    """A config field at its default (as one added later is, in folders saved before it) does not
+    change the fingerprint; a field that differs from the default does."""
+    import dataclasses
+
+    from kinema.train.latent_cache import config_identity, encoder_fingerprint
+
+    vae = CausalVideoVAE.from_pretrained(vae_dir)
+    ident = config_identity(vae.config)
+    assert "shortcut" not in ident and ident["latent_channels"] == 4  # "none" is the default; 16 channels are
+    before = encoder_fingerprint(vae)
+    vae.config = dataclasses.replace(vae.config, shortcut="none")
+    assert encoder_fingerprint(vae) == before
+    vae.config = dataclasses.replace(vae.config, scaling_factor=vae.config.scaling_factor + 1.0)
+    assert encoder_fingerprint(vae) != before
+
+
 def test_torchrun_two_processes_match_one(tmp_path, vae_dir, trained):
     cfg_path = write_config(tmp_path, vae_dir, "ddp", steps=6)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

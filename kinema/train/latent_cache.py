@@ -8,7 +8,7 @@ runs its autoencoder once per clip, not once per epoch.
 In memory always; with a folder also on disk, so a resumed run or the next run over the same pool
 (the default recipe's stages 2a-2c share one) skips its first epoch's encoding, which is most of
 that epoch's time. Files live at <folder>/<fingerprint>/<h[:2]>/<h>.safetensors, where the
-fingerprint hashes the autoencoder's config and encoder weights (another autoencoder, or another
+fingerprint hashes the autoencoder's non-default config fields and encoder weights (another autoencoder, or another
 training of this one, never reads these latents) and h = sha256 of the clip key. Each file holds
 `latent` and repeats the key in its metadata; a file that does not match or load is re-encoded.
 Writes go to a temp file and `os.replace` (kinema.text.cache.save_file_atomic).
@@ -28,9 +28,19 @@ from ..text.cache import load_file_checked, save_file_atomic
 FORMAT = "kinema-latent-cache-1"
 
 
+def config_identity(cfg) -> dict:
+    """The fields of a config that differ from its class's defaults. A field added later with a
+    default that keeps the old behaviour (the VAE's `shortcut = "none"`) leaves this unchanged, so
+    caches written before it stay valid; a default that changes puts the field in (or takes it out),
+    so those caches are rebuilt."""
+    values, defaults = to_dict(cfg), to_dict(type(cfg)())
+    return {k: v for k, v in values.items() if v != defaults.get(k)}
+
+
 def encoder_fingerprint(vae) -> str:
-    """16 hex digits naming what `vae.normalize(vae.encode(x).mode())` computes."""
-    h = hashlib.sha256(json.dumps(to_dict(vae.config), sort_keys=True).encode())  # incl. scaling/shift
+    """16 hex digits naming what `vae.normalize(vae.encode(x).mode())` computes: the autoencoder's
+    non-default config fields (incl. scaling and shift) and its encoder weights."""
+    h = hashlib.sha256(json.dumps(config_identity(vae.config), sort_keys=True).encode())
     for name, tensor in sorted(vae.encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
