@@ -9,9 +9,8 @@ the JSON the measuring commands write; nothing here measures anything.
 
 Panels: reconstruction PSNR by size (judge survival written on each bar; `kinema eval --vae`),
 generation time by stage (benchmarks/compression.py), DiT training samples/s with and without a
-latent cache (benchmarks/train_throughput.py), and adherence after the same training wall clock
-and the pass rate with each attribute's
-(`kinema eval --model` on the configs/study runs). Needs matplotlib (not a Kinema dependency).
+latent cache (benchmarks/train_throughput.py), and the pass rate with each attribute's after the
+same training wall clock (`kinema eval --model` on the configs/study runs). Needs matplotlib (not a Kinema dependency).
 """
 from __future__ import annotations
 
