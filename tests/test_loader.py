@@ -123,3 +123,43 @@ def test_skipped_samples_come_without_video_and_keep_their_captions():
     assert none["video"] is None and none["with_video"] == [] and none["text"] == plain.batch(3)["text"]
     fresh = VideoBatches(DataConfig(), 2).batch(0, skip=lambda k: True)  # no pool: keys None, always rendered
     assert fresh["with_video"] == [0, 1] and fresh["keys"] == [None, None]
+
+
+def test_num_objects_of_matches_the_sampled_scene():
+    from kinema.data.synth import clip_seed
+    from kinema.world.scene import num_objects_of, sample_scene
+    seeds = [clip_seed(5, i) for i in range(300)]
+    counts = [num_objects_of(s) for s in seeds]
+    assert counts == [len(sample_scene(s).objects) for s in seeds] and set(counts) == {1, 2}
+
+
+def test_object_count_repeats_weight_the_pool_by_object_count():
+    from kinema.world.scene import num_objects_of
+    base = DataConfig(num_clips=12, caption="text", seed=4)
+    plain = VideoBatches(base, 4)
+    counts = {k: num_objects_of(k[1]) for s in range(3) for k in plain.batch(s)["keys"]}  # one epoch: all 12
+    assert len(counts) == 12 and set(counts.values()) == {1, 2}
+    n2 = sum(c == 2 for c in counts.values())
+    for reps in ([1, 2], [0, 1], [3, 1]):
+        b = VideoBatches(DataConfig(num_clips=12, caption="text", seed=4, object_count_repeats=reps), 1)
+        epoch = len(b._pool)
+        assert epoch == reps[0] * (12 - n2) + reps[1] * n2
+        keys = [b.batch(s)["keys"][0] for s in range(2 * epoch)]  # two epochs
+        for half in (keys[:epoch], keys[epoch:]):  # every clip exactly its repeats, each epoch
+            for k in counts:
+                assert half.count(k) == reps[counts[k] - 1]
+        assert keys[:epoch] != keys[epoch:]  # reshuffled per epoch
+    # None keeps the plain pool's order exactly (resumed older runs see the same samples)
+    same = VideoBatches(DataConfig(num_clips=12, caption="text", seed=4, object_count_repeats=None), 4)
+    assert [same.batch(s)["keys"] for s in range(6)] == [plain.batch(s)["keys"] for s in range(6)]
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(object_count_repeats=[1, 2]), "needs source = 'world' and num_clips"),
+    (dict(num_clips=8, object_count_repeats=[1]), "two counts"),
+    (dict(num_clips=8, object_count_repeats=[0, 0]), "not both 0"),
+    (dict(num_clips=8, object_count_repeats=[1, -1]), "two counts"),
+])
+def test_object_count_repeats_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**bad)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..world import clip_captions, make_clip
+from ..world.scene import num_objects_of
 from ..world.vocab import HELD_OUT_WORDS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed
@@ -32,6 +33,9 @@ class DataConfig:
     buckets: list[tuple[int, int, int]] = field(default_factory=lambda: [(17, 64, 64)])
     bucket_weights: list[float] | None = None  # world: how often each bucket is drawn
     num_clips: int | None = None  # world: a fixed pool of N clips; None = a fresh clip every sample
+    # world pool: how many times each 1-object and 2-object clip appears per epoch; [1, 2] trains
+    # two-object scenes twice as often. None = once each (the plain pool)
+    object_count_repeats: list[int] | None = None
     caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
     exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
     hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
@@ -50,6 +54,14 @@ class DataConfig:
             raise ValueError("data.bucket_weights must have one weight per bucket")
         if self.source == "csv" and not self.csv:
             raise ValueError("data.source = 'csv' needs data.csv = path/to/metadata.csv")
+        if self.object_count_repeats is not None:
+            reps = self.object_count_repeats
+            if self.source != "world" or self.num_clips is None:
+                raise ValueError("data.object_count_repeats weights a world pool: it needs source = 'world' "
+                                 "and num_clips")
+            if len(reps) != 2 or any(not isinstance(r, int) or r < 0 for r in reps) or not any(reps):
+                raise ValueError(f"data.object_count_repeats must be two counts >= 0 (1-object, 2-object "
+                                 f"clips per epoch), not both 0; got {reps}")
 
 
 def _rng(*keys) -> random.Random:
@@ -102,6 +114,15 @@ class VideoBatches:
         self.by_bucket: list[list[VideoRecord]] = []
         self._texts: dict[tuple, tuple[str, str]] = {}  # world pool key -> (caption, short caption)
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
+        self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
+        if cfg.source == "world" and cfg.num_clips is not None:
+            self._pool = list(range(cfg.num_clips))  # one epoch's clips, before its shuffle
+            if cfg.object_count_repeats is not None:
+                reps = cfg.object_count_repeats
+                self._pool = [i for i in self._pool
+                              for _ in range(reps[num_objects_of(clip_seed(cfg.seed, i)) - 1])]
+                if not self._pool:
+                    raise ValueError(f"data.object_count_repeats={reps} leaves no clip of the pool")
         if cfg.source == "csv":
             self._assign_csv_buckets(read_metadata(cfg.csv))
 
@@ -139,6 +160,16 @@ class VideoBatches:
         held_out = list(HELD_OUT_WORDS) if self.cfg.hold_out_wording else []
         return [*self.cfg.exclude_words, *held_out]
 
+    def _pool_clip(self, g: int) -> int:
+        """The pool index of global sample g: epochs of the (repeat-weighted) pool, each shuffled."""
+        n = len(self._pool)
+        epoch = g // n
+        if self._epoch is None or self._epoch[0] != epoch:  # one shuffle per epoch, not per sample
+            order = list(self._pool)
+            _rng(self.cfg.seed, "epoch", epoch).shuffle(order)
+            self._epoch = (epoch, order)
+        return self._epoch[1][g % n]
+
     def sample(self, g: int, bucket: int, skip: Callable[[tuple], bool] | None = None
                ) -> tuple[torch.Tensor | None, str, tuple | None]:
         """Global sample g of a batch drawn from `bucket`: (video, caption, key). The key names
@@ -150,9 +181,7 @@ class VideoBatches:
             if n is None:
                 seed = clip_seed(self.cfg.seed, g)
             else:  # a fixed pool, reshuffled every epoch
-                order = list(range(n))
-                _rng(self.cfg.seed, "epoch", g // n).shuffle(order)
-                seed = clip_seed(self.cfg.seed, order[g % n])
+                seed = clip_seed(self.cfg.seed, self._pool_clip(g))
             key = None if n is None else ("world", seed, f, h, w)
             if key is not None and skip is not None and skip(key):  # e.g. its latent is on disk
                 if key not in self._texts:

@@ -263,6 +263,18 @@ def _overlap_fraction(a: Track, b: Track, W: int, H: int) -> float:
 MAX_OVERLAP = 0.02  # we keep well under WORLD.md's 10% so every object stays measurable
 
 
+def _draw_count(rng: _Rng) -> int:
+    return rng.choice([1, 2])
+
+
+def num_objects_of(seed: int) -> int:
+    """How many objects sample_scene(seed) draws (when not told), without placing any: the same
+    first two draws (background, then count). A loader uses it to weight a pool by object count."""
+    rng = _Rng(seed)
+    rng.choice(vocab.BACKGROUNDS)
+    return _draw_count(rng)
+
+
 def sample_scene(seed: int, width: int = 64, height: int = 64, num_frames: int = 17,
                  fps: float = 8.0, num_objects: int | None = None) -> Scene:
     """Draw one clip's scene from its seed. Same arguments, same scene, on any machine."""
@@ -274,7 +286,7 @@ def sample_scene(seed: int, width: int = 64, height: int = 64, num_frames: int =
         raise ValueError(f"num_objects must be 1 or 2 in shapes world v1, got {num_objects}")
     rng = _Rng(seed)
     background = rng.choice(vocab.BACKGROUNDS)
-    n = num_objects or rng.choice([1, 2])
+    n = num_objects or _draw_count(rng)
     colours = rng.sample(vocab.OBJECT_COLOURS, n)
     objects: list[Track] = []
     for colour in colours:
