@@ -263,6 +263,10 @@ def _overlap_fraction(a: Track, b: Track, W: int, H: int) -> float:
 MAX_OVERLAP = 0.02  # we keep well under WORLD.md's 10% so every object stays measurable
 
 
+def _draw_background(rng: _Rng) -> str:
+    return rng.choice(vocab.BACKGROUNDS)
+
+
 def _draw_count(rng: _Rng) -> int:
     return rng.choice([1, 2])
 
@@ -271,7 +275,7 @@ def num_objects_of(seed: int) -> int:
     """How many objects sample_scene(seed) draws (when not told), without placing any: the same
     first two draws (background, then count). A loader uses it to weight a pool by object count."""
     rng = _Rng(seed)
-    rng.choice(vocab.BACKGROUNDS)
+    _draw_background(rng)
     return _draw_count(rng)
 
 
@@ -285,7 +289,7 @@ def sample_scene(seed: int, width: int = 64, height: int = 64, num_frames: int =
     if num_objects not in (None, 1, 2):
         raise ValueError(f"num_objects must be 1 or 2 in shapes world v1, got {num_objects}")
     rng = _Rng(seed)
-    background = rng.choice(vocab.BACKGROUNDS)
+    background = _draw_background(rng)
     n = num_objects or _draw_count(rng)
     colours = rng.sample(vocab.OBJECT_COLOURS, n)
     objects: list[Track] = []
