@@ -6,6 +6,7 @@
     kinema judge VIDEO --prompt "a red ball moving right"
     kinema train vae --config configs/vae-f8t4.toml [--set key=value ...]
     kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
+    kinema train latents --config configs/default-gpu.toml   (a DiT config's pool, encoded ahead)
     kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --negative
                     --frames --width --height --fps]
     kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --out DIR --steps --guidance --shift --dtype fp16]   (default: the shipped model)
@@ -81,6 +82,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
         vae = train_vae(cfg, progress=not a.quiet)
         summary = {"out_dir": cfg.out_dir, "steps": cfg.steps, "params": vae.num_params(),
                    "scaling_factor": vae.config.scaling_factor, "shift_factor": vae.config.shift_factor}
+    elif a.what == "latents":
+        from .train.config import load_dit_train_config
+        from .train.dit import cache_pool_latents
+
+        summary = cache_pool_latents(load_dit_train_config(a.config, a.set), progress=not a.quiet)
     else:
         from .train.config import load_dit_train_config
         from .train.dit import train_dit
@@ -192,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json-out", help="also write the report to this file")
     j.set_defaults(func=_cmd_judge)
 
-    t = sub.add_parser("train", help="train the autoencoder or the diffusion transformer")
-    t.add_argument("what", choices=["vae", "dit"])
+    t = sub.add_parser("train", help="train the autoencoder or the diffusion transformer; `latents` "
+                       "encodes a DiT config's world pool into its latent_cache_dir ahead of training")
+    t.add_argument("what", choices=["vae", "dit", "latents"])
     t.add_argument("--config", help="TOML config (see configs/); unknown keys are errors")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set steps=200 --set optim.lr=1e-4")

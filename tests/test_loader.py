@@ -55,7 +55,7 @@ def test_caption_choice_and_held_out_words():
 @pytest.mark.parametrize("bad,message", [
     (dict(buckets=[(16, 64, 64)]), "4k\\+1"), (dict(buckets=[(17, 16, 64)]), ">= 32"),
     (dict(buckets=[]), "empty"), (dict(bucket_weights=[1, 2]), "one weight per bucket"),
-    (dict(source="csv"), "needs data.csv"),
+    (dict(source="csv"), "needs data.csv"), (dict(workers=-1), "workers"),
 ])
 def test_config_errors(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -123,6 +123,32 @@ def test_skipped_samples_come_without_video_and_keep_their_captions():
     assert none["video"] is None and none["with_video"] == [] and none["text"] == plain.batch(3)["text"]
     fresh = VideoBatches(DataConfig(), 2).batch(0, skip=lambda k: True)  # no pool: keys None, always rendered
     assert fresh["with_video"] == [0, 1] and fresh["keys"] == [None, None]
+
+
+@pytest.mark.parametrize("pool", [None, 6])
+def test_render_workers_give_the_same_batches(pool):
+    """data.workers renders in other processes; the batches (videos, captions, keys, skips) are
+    exactly those of the in-process path, also across an epoch and with clips skipped."""
+    cfg = DataConfig(num_clips=pool, caption="both", seed=2)
+    serial = VideoBatches(cfg, 4)
+    parallel = VideoBatches(DataConfig(num_clips=pool, caption="both", seed=2, workers=2), 4)
+    try:
+        seen = set()
+        for step in range(4):
+            skip = seen.__contains__ if step >= 2 else None
+            a, b = serial.batch(step, skip=skip), parallel.batch(step, skip=skip)
+            assert parallel._workers is not None  # the work did go to the pool
+            assert a["text"] == b["text"] and a["keys"] == b["keys"] and a["with_video"] == b["with_video"]
+            assert (a["video"] is None and b["video"] is None) or torch.equal(a["video"], b["video"])
+            seen.update(k for k in a["keys"][:2] if k is not None)
+        cold = VideoBatches(DataConfig(num_clips=pool, seed=2, workers=2), 4)
+        assert cold.batch(0, skip=lambda k: True)["text"] == VideoBatches(DataConfig(num_clips=pool, seed=2), 4).batch(
+            0, skip=lambda k: True)["text"]
+        cold.close()
+    finally:
+        parallel.close()
+    parallel.close()  # twice is fine
+    assert parallel._workers is None
 
 
 def test_num_objects_of_matches_the_sampled_scene():

@@ -15,7 +15,7 @@ from kinema.config import ConfigError
 from kinema.data.video_io import read_video, read_video_info
 from kinema.pipelines import KinemaPipeline, export_to_video
 from kinema.train.config import load_dit_train_config
-from kinema.train.dit import train_dit
+from kinema.train.dit import cache_pool_latents, train_dit
 
 CONFIG = """
 preset = "dit-t"
@@ -94,7 +94,7 @@ def test_a_tiny_run_logs_checkpoints_and_exports(trained):
 KILLER = """
 import os, signal, sys
 from kinema.train.config import load_dit_train_config
-from kinema.train.dit import train_dit
+from kinema.train.dit import cache_pool_latents, train_dit
 def hook(step, loss):
     if step == 5:
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: a real crash
@@ -137,6 +137,60 @@ def test_latent_cache_on_disk_skips_the_autoencoder_and_keeps_losses(tmp_path, v
     with pytest.raises(ValueError, match="needs cache_latents"):
         train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "x", steps=1),
                                         [f"latent_cache_dir={cache}", "cache_latents=false"]), progress=False)
+
+
+def test_a_stop_signal_saves_the_steps_done_and_resumes(tmp_path, vae_dir, trained):
+    """SIGINT (Ctrl-C, `timeout`) mid-run: the step in flight finishes, a checkpoint and the model
+    are saved at that step (not only at the last ckpt_every), and the same command resumes."""
+    import os
+    import signal
+
+    cfg_path = write_config(tmp_path, vae_dir, "stopped")
+
+    def hook(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dit(load_dit_train_config(cfg_path), progress=False, on_step=hook)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+    run = tmp_path / "stopped"
+    assert (run / "checkpoints" / "latest").read_text() == "step_0000003"  # ckpt_every = 2: a stop save
+    ckpt_ema = load_file(run / "checkpoints" / "step_0000003" / "ema.safetensors")
+    model = load_file(run / "model" / "dit" / "model.safetensors")
+    assert all(torch.equal(ckpt_ema[k], model[k]) for k in model)
+    assert sorted(losses(run)) == [1, 2, 3]
+    assert train_dit(load_dit_train_config(cfg_path), progress=False)["resumed_from"] == 3
+    full, resumed = losses(trained[0] / "full"), losses(run)
+    for step in range(1, 9):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-7), step
+
+
+def test_train_latents_fills_the_cache_ahead_with_render_workers(tmp_path, vae_dir, trained, monkeypatch):
+    cache = json.dumps(str(tmp_path / "latents"))
+    cfg_path = write_config(tmp_path, vae_dir, "ahead", steps=4)
+    summary = cache_pool_latents(load_dit_train_config(cfg_path, [f"latent_cache_dir={cache}", "data.workers=2"]),
+                                 progress=False)
+    assert summary["clips"] == summary["encoded"] == 8 and summary["already_cached"] == 0
+    assert len(list((tmp_path / "latents").rglob("*.safetensors"))) == 8
+    again = cache_pool_latents(load_dit_train_config(cfg_path, [f"latent_cache_dir={cache}"]), progress=False)
+    assert again["encoded"] == 0 and again["already_cached"] == 8
+
+    def never(*args, **kwargs):
+        raise AssertionError("encoded or rendered although the latent was cached ahead")
+
+    monkeypatch.setattr(CausalVideoVAE, "encode", never)
+    monkeypatch.setattr("kinema.data.loader.make_clip", never)
+    train_dit(load_dit_train_config(cfg_path, [f"latent_cache_dir={cache}"]), progress=False)
+    full = losses(trained[0] / "full")
+    for step, loss in losses(tmp_path / "ahead").items():
+        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-7), step
+    with pytest.raises(ValueError, match="fills latent_cache_dir"):
+        cache_pool_latents(load_dit_train_config(cfg_path), progress=False)
+    fresh = load_dit_train_config(cfg_path, [f"latent_cache_dir={cache}"])
+    fresh.data.num_clips = None  # a fresh clip every sample: nothing to fill ahead
+    with pytest.raises(ValueError, match="fixed world pool"):
+        cache_pool_latents(fresh, progress=False)
 
 
 def test_latent_cache_files_are_checked(tmp_path, vae_dir):

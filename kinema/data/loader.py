@@ -10,8 +10,11 @@ batch see exactly the samples a single process would.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Callable, Literal
 
 import numpy as np
@@ -41,6 +44,10 @@ class DataConfig:
     hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
     fps: float = 8.0
     seed: int = 0
+    # world: processes that render a batch's new clips and write their captions (0: this process).
+    # The batches are the same for any value; on a GPU the first epoch of a pool is otherwise bound
+    # by one core's rendering (~13 ms a 64x64x17 clip)
+    workers: int = 0
 
     def __post_init__(self):
         if not self.buckets:
@@ -54,6 +61,8 @@ class DataConfig:
             raise ValueError("data.bucket_weights must have one weight per bucket")
         if self.source == "csv" and not self.csv:
             raise ValueError("data.source = 'csv' needs data.csv = path/to/metadata.csv")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"data.workers must be an integer >= 0, got {self.workers!r}")
         if self.object_count_repeats is not None:
             reps = self.object_count_repeats
             if self.source != "world" or self.num_clips is None:
@@ -62,6 +71,19 @@ class DataConfig:
             if len(reps) != 2 or any(not isinstance(r, int) or r < 0 for r in reps) or not any(reps):
                 raise ValueError(f"data.object_count_repeats must be two counts >= 0 (1-object, 2-object "
                                  f"clips per epoch), not both 0; got {reps}")
+
+
+def _world_work(job: tuple) -> tuple[np.ndarray | None, tuple[str, str]]:
+    """(frames or None, (caption, short caption)) of one world clip; in a render worker or not."""
+    seed, (f, h, w), fps, exclude, render = job
+    if render:
+        clip = make_clip(seed, w, h, f, fps, exclude_words=exclude)
+        return clip.frames, (clip.text, clip.short_text)
+    return None, clip_captions(seed, w, h, f, fps, exclude_words=exclude)
+
+
+def _ignore_sigint() -> None:  # Ctrl-C reaches the whole process group; the trainer handles it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _rng(*keys) -> random.Random:
@@ -115,6 +137,7 @@ class VideoBatches:
         self._texts: dict[tuple, tuple[str, str]] = {}  # world pool key -> (caption, short caption)
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
+        self._workers = None  # data.workers > 0: the process pool, started by the first batch
         if cfg.source == "world" and cfg.num_clips is not None:
             self._pool = list(range(cfg.num_clips))  # one epoch's clips, before its shuffle
             if cfg.object_count_repeats is not None:
@@ -177,21 +200,8 @@ class VideoBatches:
         The video is None when `skip(key)` holds and the clip was made once before."""
         f, h, w = self.cfg.buckets[bucket]
         if self.cfg.source == "world":
-            n = self.cfg.num_clips
-            if n is None:
-                seed = clip_seed(self.cfg.seed, g)
-            else:  # a fixed pool, reshuffled every epoch
-                seed = clip_seed(self.cfg.seed, self._pool_clip(g))
-            key = None if n is None else ("world", seed, f, h, w)
-            if key is not None and skip is not None and skip(key):  # e.g. its latent is on disk
-                if key not in self._texts:
-                    self._texts[key] = clip_captions(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
-                return None, self._caption(self._texts[key], g), key
-            clip = make_clip(seed, w, h, f, self.cfg.fps, exclude_words=self.excluded_words)
-            texts = (clip.text, clip.short_text)
-            if key is not None:
-                self._texts[key] = texts
-            return to_model_range(clip.frames), self._caption(texts, g), key
+            key, job = self._world_job(g, bucket, skip)
+            return self._world_sample(g, key, job and _world_work(job))
         rng = _rng(self.cfg.seed, "csv", g)
         rec, u = rng.choice(self.by_bucket[bucket]), rng.random()
         caption = self._caption((rec.text, rec.short_text or rec.text), g)
@@ -207,10 +217,50 @@ class VideoBatches:
         k = key(frames.shape[0])
         return fit_to_bucket(frames, (f, h, w), k[1]), caption, k
 
+    def _world_job(self, g: int, bucket: int, skip: Callable[[tuple], bool] | None) -> tuple[tuple | None, tuple | None]:
+        """World sample g: (its pool key or None, the job that makes what is missing: None when
+        its latent is skipped and its captions are known, else _world_work's argument)."""
+        f, h, w = self.cfg.buckets[bucket]
+        n = self.cfg.num_clips
+        seed = clip_seed(self.cfg.seed, g if n is None else self._pool_clip(g))  # a pool reshuffles every epoch
+        key = None if n is None else ("world", seed, f, h, w)
+        skipped = key is not None and skip is not None and skip(key)  # e.g. its latent is on disk
+        if skipped and key in self._texts:
+            return key, None
+        return key, (seed, (f, h, w), self.cfg.fps, tuple(self.excluded_words), not skipped)
+
+    def _world_sample(self, g: int, key: tuple | None, made: tuple | None) -> tuple:
+        """sample()'s answer from _world_work's result (None: nothing was made)."""
+        if made is None:
+            return None, self._caption(self._texts[key], g), key
+        frames, texts = made
+        if key is not None:
+            self._texts[key] = texts
+        return None if frames is None else to_model_range(frames), self._caption(texts, g), key
+
+    def _world_batch(self, idx: list[int], bucket: int, skip) -> list[tuple]:
+        """sample() for every g in idx, the clips rendered by `workers` processes."""
+        if self._workers is None:
+            self._workers = get_context("fork" if os.name == "posix" else "spawn").Pool(
+                self.cfg.workers, initializer=_ignore_sigint)
+        jobs = [self._world_job(g, bucket, skip) for g in idx]
+        todo = [job for _, job in jobs if job is not None]
+        made = iter(self._workers.map(_world_work, todo, chunksize=max(1, len(todo) // (4 * self.cfg.workers))))
+        return [self._world_sample(g, key, job and next(made)) for g, (key, job) in zip(idx, jobs)]
+
+    def close(self) -> None:
+        """Ends the render workers (data.workers > 0); batch() starts them again if called."""
+        if self._workers is not None:
+            self._workers.terminate()
+            self._workers = None
+
     def batch(self, step: int, skip: Callable[[tuple], bool] | None = None) -> dict:
         bucket = self.bucket_for(step)
         idx = [step * self.batch_size + i for i in range(self.rank, self.batch_size, self.world_size)]
-        samples = [self.sample(g, bucket, skip) for g in idx]
+        if self.cfg.source == "world" and self.cfg.workers > 0:
+            samples = self._world_batch(idx, bucket, skip)
+        else:
+            samples = [self.sample(g, bucket, skip) for g in idx]
         with_video = [i for i, s in enumerate(samples) if s[0] is not None]
         video = torch.stack([samples[i][0] for i in with_video]) if with_video else None
         return {"video": video, "with_video": with_video, "text": [s[1] for s in samples],

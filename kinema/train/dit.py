@@ -12,6 +12,8 @@ import copy
 import hashlib
 import json
 import math
+import signal
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,6 +66,30 @@ class TextCache:
         return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
 
+class StopRequest:
+    """SIGINT or SIGTERM during training asks the loop to stop after the step in flight, save a
+    checkpoint and export the model (a half-applied optimizer step is never saved); a second one
+    stops at once. Outside the main thread (no signal handlers there) it never fires."""
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        for sig, old in self._old.items():  # the second signal acts as usual
+            signal.signal(sig, old)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -87,7 +113,9 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     vae = CausalVideoVAE.from_pretrained(cfg.vae).to(d.device).eval().requires_grad_(False)
-    encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length)
+    # on the training device: on a GPU a pool's first epochs would otherwise wait on the CPU encoding
+    # its captions (the same fp32 states; an exported model still encodes on whatever device it runs)
+    encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length, device=d.device)
     if cfg.text_cache_dir:
         encoder = CachedTextEncoder(encoder, cfg.text_cache_dir)
     text = TextCache(encoder, cfg.text_cache_items)
@@ -127,55 +155,94 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     bar = tqdm(total=cfg.steps, initial=start, desc="train dit", unit="step", disable=not progress)
     t_last, samples_since = time.perf_counter(), 0
     loss_value = float("nan")
-    for step in range(start, cfg.steps):
-        batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
-        x0 = _latents(vae, batch, latent_cache, d)  # (b, C, T', H', W')
-        texts = ["" if torch.rand((), generator=sample_generator(cfg.seed, step, g, "drop")).item()
-                 < cfg.caption_dropout else t for g, t in zip(batch["index"], batch["text"])]
-        states, mask = text(texts)
-        tokens = math.prod(s // p for s, p in zip(x0.shape[2:], dit_cfg.patch_size))
-        shift = cfg.timestep_shift or flow.timestep_shift_for(tokens)
-        noise = torch.stack([torch.randn(x0.shape[1:], generator=sample_generator(cfg.seed, step, g, "noise"))
-                             for g in batch["index"]]).to(d.device)
-        t = torch.cat([flow.sample_timesteps(1, sample_generator(cfg.seed, step, g, "t"), shift=shift)
-                       for g in batch["index"]]).to(d.device)
-        xt = flow.interpolate(x0, noise, t)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
-        loss = flow.flow_loss(pred.float(), x0, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema_update(ema, model, cfg.ema_decay)
-        loss_value = float(mean_across(loss.detach(), d))
-        samples_since += cfg.batch_size
-        if on_step is not None:
-            on_step(step + 1, loss_value)
-        done = step + 1
-        if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
-            now = time.perf_counter()
-            rate = samples_since / (now - t_last)
-            t_last, samples_since = now, 0
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
-                                     "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
-                                     "bucket": list(batch["bucket"])}) + "\n")
-            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
-        bar.update(1)
-        if d.is_main and cfg.preview_every and done % cfg.preview_every == 0:
-            _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
-        if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
-            _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway
+    with StopRequest() as stop:
+        for step in range(start, cfg.steps):
+            batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
+            x0 = _latents(vae, batch, latent_cache, d)  # (b, C, T', H', W')
+            texts = ["" if torch.rand((), generator=sample_generator(cfg.seed, step, g, "drop")).item()
+                     < cfg.caption_dropout else t for g, t in zip(batch["index"], batch["text"])]
+            states, mask = text(texts)
+            tokens = math.prod(s // p for s, p in zip(x0.shape[2:], dit_cfg.patch_size))
+            shift = cfg.timestep_shift or flow.timestep_shift_for(tokens)
+            noise = torch.stack([torch.randn(x0.shape[1:], generator=sample_generator(cfg.seed, step, g, "noise"))
+                                 for g in batch["index"]]).to(d.device)
+            t = torch.cat([flow.sample_timesteps(1, sample_generator(cfg.seed, step, g, "t"), shift=shift)
+                           for g in batch["index"]]).to(d.device)
+            xt = flow.interpolate(x0, noise, t)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.optim, cfg.steps)
+            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
+            loss = flow.flow_loss(pred.float(), x0, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema_update(ema, model, cfg.ema_decay)
+            loss_value = float(mean_across(loss.detach(), d))
+            samples_since += cfg.batch_size
+            if on_step is not None:
+                on_step(step + 1, loss_value)
+            done = step + 1
+            if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+                now = time.perf_counter()
+                rate = samples_since / (now - t_last)
+                t_last, samples_since = now, 0
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
+                                         "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
+                                         "bucket": list(batch["bucket"])}) + "\n")
+                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
+            bar.update(1)
+            if d.is_main and cfg.preview_every and done % cfg.preview_every == 0:
+                _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
+            if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+                save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
+                _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway
+            elif stop.requested and d.is_main:  # Ctrl-C, SIGTERM, `timeout`: keep the steps done
+                save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
+                _export(cfg, ema or model, dit_cfg, out / "model")
+            if stop.requested:
+                break
     bar.close()
+    data.close()
+    if stop.requested:
+        tqdm.write(f"stopped at step {done} of {cfg.steps}: checkpoint and {out / 'model'} saved; "
+                   "the same command resumes")
+        raise KeyboardInterrupt
     if d.is_main and start == cfg.steps:  # resumed a finished run: nothing trained, model/ as it was
         _export(cfg, ema or model, dit_cfg, out / "model")
     return {"out_dir": str(out), "steps": cfg.steps, "resumed_from": start, "final_loss": loss_value,
             "world_size": d.world_size}
+
+
+@torch.no_grad()
+def cache_pool_latents(cfg: DiTTrainConfig, progress: bool = True) -> dict:
+    """`kinema train latents`: encode one epoch of a world pool into cfg.latent_cache_dir, the clips
+    rendered by data.workers processes, so that the training runs that follow (several at once on
+    one GPU, or a run restarted with a new horizon) start with the first epoch's encoding done."""
+    if not cfg.latent_cache_dir or not cfg.cache_latents:
+        raise ValueError("kinema train latents fills latent_cache_dir: set it (and cache_latents = true)")
+    if cfg.data.source != "world" or cfg.data.num_clips is None:
+        raise ValueError("kinema train latents needs a fixed world pool (data.source = 'world', data.num_clips)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    d = Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    vae = CausalVideoVAE.from_pretrained(cfg.vae).to(d.device).eval().requires_grad_(False)
+    cache = LatentCache(vae, cfg.latent_cache_dir)
+    data = VideoBatches(cfg.data, cfg.batch_size)
+    steps = math.ceil(len(data._pool) / cfg.batch_size)  # one epoch: every clip of the pool
+    t0, encoded = time.perf_counter(), 0
+    try:
+        for step in tqdm(range(steps), desc="cache latents", unit="batch", disable=not progress):
+            batch = data.batch(step, skip=cache.__contains__)
+            encoded += len(batch["with_video"])
+            _latents(vae, batch, cache, d)
+    finally:
+        data.close()
+    return {"latent_cache": str(cache.dir), "clips": len(set(data._pool)), "encoded": encoded,
+            "already_cached": cache.loaded, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 @torch.no_grad()
