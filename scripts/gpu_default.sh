@@ -16,6 +16,9 @@
 #    packed with the logs into OUT_DIR/models.tar.part-* (15 MB pieces: the device tool returns files
 #    of at most 16 MiB). Join with `cat models.tar.part-* | tar x`.
 #
+# Environment: RUNS="a b" (which configs: a = default-gpu, b = default-gpu-deep), SET="k=v ..." (more
+# config overrides for every command, e.g. SET="init_from=runs/x/model optim.lr=2e-4" to train on),
+# AHEAD=1 (0: no step 2; the runs render their first epoch themselves with data.workers),
 # SMOKE=1 runs the same steps on a tiny pool and batch (a CPU check of this script).
 set -uo pipefail
 T0=$(date +%s)
@@ -26,8 +29,9 @@ rm -rf "$LOGS" && mkdir -p "$OUTD" "$LOGS"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 A=configs/default-gpu.toml
 B=configs/default-gpu-deep.toml
-KV=(threads=2)  # config overrides for every command
-CAL_STEPS=60; CAL_CLIPS=2048; FIRST_EPOCH_S=60; LATENT_WORKERS=14
+KV=(threads=2 ${SET:-})  # config overrides for every command
+RUNS=${RUNS:-a b}
+CAL_STEPS=${CAL_STEPS:-60}; CAL_CLIPS=${CAL_CLIPS:-2048}; FIRST_EPOCH_S=${FIRST_EPOCH_S:-60}; LATENT_WORKERS=14
 OUT_a=runs/default-gpu; OUT_b=runs/default-gpu-deep  # the configs' out_dir
 if [ "${SMOKE:-0}" = 1 ]; then
   KV+=(data.num_clips=48 batch_size=8 data.workers=2 latent_cache_dir=runs/smoke/cache text_cache_items=200)
@@ -46,11 +50,13 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 log "$(python3 -c 'import torch, transformers, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name())')"
 
-python3 -m kinema train latents --config $A "${SET[@]}" --set data.workers=$LATENT_WORKERS --quiet > "$LOGS/latents.log" 2>&1 \
-  || { tail -n 20 "$LOGS/latents.log"; exit 1; }
-log "latents: $(tail -1 "$LOGS/latents.log")"
+if [ "${AHEAD:-1}" = 1 ]; then
+  python3 -m kinema train latents --config $A "${SET[@]}" --set data.workers=$LATENT_WORKERS --quiet > "$LOGS/latents.log" 2>&1 \
+    || { tail -n 20 "$LOGS/latents.log"; exit 1; }
+  log "latents: $(tail -1 "$LOGS/latents.log")"
+fi
 
-for c in a b; do
+for c in $RUNS; do
   cfg=$A; [ $c = b ] && cfg=$B
   rm -rf /tmp/cal-$c
   python3 -m kinema train dit --config $cfg "${SET[@]}" --set steps=$CAL_STEPS --set out_dir=/tmp/cal-$c \
@@ -59,7 +65,8 @@ for c in a b; do
 done
 wait
 BATCH=$(python3 -c "from kinema.train.config import load_dit_train_config as l; import sys; print(l('$A', sys.argv[1:]).batch_size)" "${KV[@]}")
-for c in a b; do
+RATE_a=0; RATE_b=0
+for c in $RUNS; do
   [ -f /tmp/cal-$c/log.jsonl ] || { tail -n 30 "$LOGS/cal-$c.log"; exit 1; }
   sps=$(python3 -c "import json; r=[json.loads(l) for l in open('/tmp/cal-$c/log.jsonl')][-2:]; print(sum(x['samples_per_s'] for x in r)/len(r))")
   declare "RATE_$c=$(python3 -c "print(round($sps / $BATCH, 3))")"
@@ -67,9 +74,9 @@ done
 LEFT=$(( END - $(elapsed) - FIRST_EPOCH_S ))
 STEPS_A=$(python3 -c "print(max(10, int($RATE_a * $LEFT * 0.85) // 10 * 10))")
 STEPS_B=$(python3 -c "print(max(10, int($RATE_b * $LEFT * 0.85) // 10 * 10))")
-log "calibration (both at once): a $RATE_a step/s, b $RATE_b step/s at batch $BATCH; ${LEFT} s to train: a $STEPS_A steps, b $STEPS_B steps"
+log "calibration ($RUNS at once): a $RATE_a step/s, b $RATE_b step/s at batch $BATCH; ${LEFT} s to train: a $STEPS_A steps, b $STEPS_B steps"
 
-for c in a b; do
+for c in $RUNS; do
   cfg=$A; steps=$STEPS_A; out=$OUT_a; [ $c = b ] && { cfg=$B; steps=$STEPS_B; out=$OUT_b; }
   left=$(( END - $(elapsed) )); [ $left -lt 30 ] && left=30
   timeout --signal=INT $left python3 -m kinema train dit --config $cfg "${SET[@]}" \
@@ -80,7 +87,7 @@ wait
 log "training ended"
 
 rm -rf /tmp/exp && mkdir -p /tmp/exp
-for c in a b; do
+for c in $RUNS; do
   run=default-gpu; out=$OUT_a; [ $c = b ] && { run=default-gpu-deep; out=$OUT_b; }
   if [ -d "$out/model" ]; then
     python3 -m kinema export "$out/model" --out /tmp/exp/$run-fp16 --dtype fp16 > /dev/null && cp "$out/log.jsonl" /tmp/exp/$run-log.jsonl

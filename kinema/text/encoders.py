@@ -151,6 +151,15 @@ def load_text_encoder(spec: str = "minilm", max_length: int = 32, device: str | 
         name = f"hf:{Path(spec).expanduser().resolve().name}-{_fingerprint(model_dir, tok_dir)}"
     if dtype != torch.float32:  # bf16 states differ from fp32 ones: a cache must not mix them
         name += f"@{str(dtype).removeprefix('torch.')}"
+    if spec in _MINILM_SPECS:  # our own BERT (text/bert.py): no 3-5 s import of transformers' modelling code
+        from .bert import BertEncoder, FastTokenizer
+
+        model = BertEncoder.from_folder(model_dir, dtype=dtype)
+        if max_length > model.config.max_position_embeddings:
+            raise TextEncoderError(f"max_length={max_length} exceeds the {model.config.max_position_embeddings} "
+                                   f"positions the bert encoder in '{model_dir}' supports")
+        return HFTextEncoder(model, FastTokenizer.from_folder(tok_dir), name, max_length, device, batch_size,
+                             spec=spec)
     model_type = _read_model_type(model_dir)
     model_cls = _model_class(model_type, model_dir)
 
