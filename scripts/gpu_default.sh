@@ -29,7 +29,9 @@ rm -rf "$LOGS" && mkdir -p "$OUTD" "$LOGS"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 A=configs/default-gpu.toml
 B=configs/default-gpu-deep.toml
-KV=(threads=2 ${SET:-})  # config overrides for every command
+# config overrides for every command. There is no runs/ on the lent machine: start from the shipped
+# model (session 10: v5, which this made into v6) and encode with its autoencoder
+KV=(threads=2 init_from=kinema/weights/default vae=kinema/weights/default/vae ${SET:-})
 RUNS=${RUNS:-a b}
 CAL_STEPS=${CAL_STEPS:-60}; CAL_CLIPS=${CAL_CLIPS:-2048}; FIRST_EPOCH_S=${FIRST_EPOCH_S:-60}; LATENT_WORKERS=14
 OUT_a=runs/default-gpu; OUT_b=runs/default-gpu-deep  # the configs' out_dir
