@@ -175,6 +175,10 @@ def test_train_latents_fills_the_cache_ahead_with_render_workers(tmp_path, vae_d
     assert len(list((tmp_path / "latents").rglob("*.safetensors"))) == 8
     again = cache_pool_latents(load_dit_train_config(cfg_path, [f"latent_cache_dir={cache}"]), progress=False)
     assert again["encoded"] == 0 and again["already_cached"] == 8
+    from kinema.cli import main  # the command: same fill, with the command's defaults
+    cli_cache = json.dumps(str(tmp_path / "cli-latents"))
+    assert main(["train", "latents", "--config", str(cfg_path), "--set", f"latent_cache_dir={cli_cache}", "--quiet"]) == 0
+    assert len(list((tmp_path / "cli-latents").rglob("*.safetensors"))) == 8
 
     def never(*args, **kwargs):
         raise AssertionError("encoded or rendered although the latent was cached ahead")
