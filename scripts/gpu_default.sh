@@ -10,7 +10,7 @@
 # 2. `kinema train latents`: the 24,000-clip pool rendered by 14 processes and encoded once, on disk;
 # 3. calibration: both configs at once for CAL_STEPS steps over a small pool that is already all in
 #    memory, for their steady step rates;
-# 4. both runs at once, steps = rate x (TRAIN_END_S - now - FIRST_EPOCH_S) x 0.9, each also stopped
+# 4. both runs at once, steps = rate x (TRAIN_END_S - now - FIRST_EPOCH_S) x 0.85, each also stopped
 #    by `timeout` at TRAIN_END_S (its last checkpoint's export is then the model);
 # 5. both models exported in fp16 (their dit/ and model_index.json; the autoencoder is the shipped one),
 #    packed with the logs into OUT_DIR/models.tar.part-* (15 MB pieces: the device tool returns files
@@ -78,14 +78,18 @@ STEPS_A=$(python3 -c "print(max(10, int($RATE_a * $LEFT * 0.85) // 10 * 10))")
 STEPS_B=$(python3 -c "print(max(10, int($RATE_b * $LEFT * 0.85) // 10 * 10))")
 log "calibration ($RUNS at once): a $RATE_a step/s, b $RATE_b step/s at batch $BATCH; ${LEFT} s to train: a $STEPS_A steps, b $STEPS_B steps"
 
+PIDS=()
 for c in $RUNS; do
   cfg=$A; steps=$STEPS_A; out=$OUT_a; [ $c = b ] && { cfg=$B; steps=$STEPS_B; out=$OUT_b; }
   left=$(( END - $(elapsed) )); [ $left -lt 30 ] && left=30
-  timeout --signal=INT $left python3 -m kinema train dit --config $cfg "${SET[@]}" \
+  timeout --signal=INT --kill-after=60 $left python3 -m kinema train dit --config $cfg "${SET[@]}" \
     --set steps=$steps --set out_dir=$out --quiet > "$LOGS/train-$c.log" 2>&1 &
+  PIDS+=($!)
 done
 (sleep 120; log "GPU at 120 s of training: $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>&1)") &
-wait
+MONITOR=$!
+wait "${PIDS[@]}"
+kill $MONITOR 2>/dev/null
 log "training ended"
 
 rm -rf /tmp/exp && mkdir -p /tmp/exp

@@ -38,7 +38,8 @@ def pool_captions(config: str, overrides: list[str]) -> list[str]:
     if cfg.data.source != "world" or cfg.data.num_clips is None:
         raise SystemExit("pack needs a world pool (data.source = 'world' and data.num_clips)")
     data = VideoBatches(cfg.data, 1)
-    jobs = [job for b in range(len(cfg.data.buckets)) for g in range(cfg.data.num_clips)
+    epoch = range(len(data._pool))  # one epoch: every clip (a repeat-weighted pool is longer than num_clips)
+    jobs = [job for b in range(len(cfg.data.buckets)) for g in epoch
             if (job := data._world_job(g, b, None)[1]) is not None]
     jobs = [(seed, size, fps, exclude, False) for seed, size, fps, exclude, _ in jobs]  # captions only
     with get_context("fork").Pool() as pool:

@@ -3,6 +3,7 @@ KinemaPipeline and `kinema generate`."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,29 @@ def test_a_stop_signal_saves_the_steps_done_and_resumes(tmp_path, vae_dir, train
     full, resumed = losses(trained[0] / "full"), losses(run)
     for step in range(1, 9):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-7), step
+
+
+def test_stop_request_merges_a_forwarded_signal_and_a_later_one_stops_at_once(monkeypatch):
+    """torchrun forwards a terminal's Ctrl-C that its workers also got: two signals at once are one
+    request; a signal REPEAT_S after the first raises at once (no waiting for the step)."""
+    import os
+    import signal
+
+    from kinema.train.dit import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # within REPEAT_S of the first: no exception
+        assert stop.requested
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setattr(StopRequest, "REPEAT_S", 0.0)
+    with pytest.raises(KeyboardInterrupt), StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the handler runs between bytecodes: the raise comes here at the latest
+        pytest.fail("the second signal did not stop at once")
 
 
 def test_train_latents_fills_the_cache_ahead_with_render_workers(tmp_path, vae_dir, trained, monkeypatch):

@@ -59,6 +59,15 @@ def mean_across(value: torch.Tensor, d: Dist) -> torch.Tensor:
     return value / d.world_size
 
 
+def any_across(flag: bool, d: Dist) -> bool:
+    """True on every rank if it is true on any (a stop asked of one rank stops all at the same step)."""
+    if d.world_size == 1:
+        return flag
+    value = torch.tensor(float(flag), device=d.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(d: Dist) -> None:
     if d.world_size > 1:
         dist.barrier()

@@ -8,6 +8,7 @@ from its own generator seeded by (seed, s, g), and the data is a pure function o
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -30,7 +31,7 @@ from ..models.dit import DiT
 from ..text import CachedTextEncoder, load_text_encoder
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
-from .distributed import Dist, init_distributed, mean_across, shutdown, wrap_ddp
+from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
 from .grow import init_from_model
 from .latent_cache import LatentCache
 from .optim import lr_at
@@ -68,16 +69,22 @@ class TextCache:
 
 class StopRequest:
     """SIGINT or SIGTERM during training asks the loop to stop after the step in flight, save a
-    checkpoint and export the model (a half-applied optimizer step is never saved); a second one
-    stops at once. Outside the main thread (no signal handlers there) it never fires."""
+    checkpoint and export the model (a half-applied optimizer step is never saved); another one
+    more than REPEAT_S later stops at once. Under torchrun the ranks agree on it every step
+    (`any_across`), so all stop after the same step. Outside the main thread (no signal handlers
+    there) it never fires."""
+
+    REPEAT_S = 2.0  # torchrun forwards a terminal's Ctrl-C that its workers also got: one request
 
     def __init__(self):
-        self.requested, self._old = False, {}
+        self.requested, self._old, self._first = False, {}, None
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
-        for sig, old in self._old.items():  # the second signal acts as usual
-            signal.signal(sig, old)
+        now = time.monotonic()
+        if self._first is None:
+            self.requested, self._first = True, now
+        elif now - self._first > self.REPEAT_S:  # a second request: stop at once
+            raise KeyboardInterrupt
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
@@ -155,7 +162,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     bar = tqdm(total=cfg.steps, initial=start, desc="train dit", unit="step", disable=not progress)
     t_last, samples_since = time.perf_counter(), 0
     loss_value = float("nan")
-    with StopRequest() as stop:
+    done, stopping = start, False
+    with StopRequest() as stop, contextlib.closing(data), bar:  # the render workers and the bar end on any exit
         for step in range(start, cfg.steps):
             batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
             x0 = _latents(vae, batch, latent_cache, d)  # (b, C, T', H', W')
@@ -200,16 +208,17 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
                 _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway
-            elif stop.requested and d.is_main:  # Ctrl-C, SIGTERM, `timeout`: keep the steps done
+            stopping = any_across(stop.requested, d) and done < cfg.steps  # Ctrl-C, SIGTERM, `timeout`
+            if stopping and d.is_main and done % cfg.ckpt_every:  # keep the steps done
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
                 _export(cfg, ema or model, dit_cfg, out / "model")
-            if stop.requested:
+            if stopping:
                 break
-    bar.close()
-    data.close()
-    if stop.requested:
-        tqdm.write(f"stopped at step {done} of {cfg.steps}: checkpoint and {out / 'model'} saved; "
-                   "the same command resumes")
+    if stopping:
+        barrier(d)
+        if d.is_main:
+            tqdm.write(f"stopped at step {done} of {cfg.steps}: checkpoint and {out / 'model'} saved; "
+                       "the same command resumes")
         raise KeyboardInterrupt
     if d.is_main and start == cfg.steps:  # resumed a finished run: nothing trained, model/ as it was
         _export(cfg, ema or model, dit_cfg, out / "model")
