@@ -114,15 +114,13 @@ def _check(packed: Path, captions: list[str]) -> None:
     """The stand-in's states against the real package's, on a sample of the pool's captions."""
     import tempfile
 
+    from kinema.text.bert import BertEncoder, FastTokenizer
     from kinema.text.encoders import HFTextEncoder, load_text_encoder
 
     real = load_text_encoder("minilm", max_length=64)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the stand-in as load_text_encoder("minilm") loads it there
         folder = unpack(packed, Path(tmp))
-        from transformers import AutoModel, AutoTokenizer
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
-        stand_in = HFTextEncoder(model, AutoTokenizer.from_pretrained(str(folder), local_files_only=True),
-                                 real.name, 64)
+        stand_in = HFTextEncoder(BertEncoder.from_folder(folder), FastTokenizer.from_folder(folder), real.name, 64)
         (a, ma), (b, mb) = real.encode(captions), stand_in.encode(captions)
     assert torch.equal(ma, mb)
     diff = (a - b).abs().max().item()

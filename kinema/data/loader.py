@@ -10,11 +10,8 @@ batch see exactly the samples a single process would.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Callable, Literal
 
 import numpy as np
@@ -24,7 +21,7 @@ from ..world import clip_captions, make_clip
 from ..world.scene import num_objects_of
 from ..world.vocab import HELD_OUT_WORDS
 from .dataset import VideoRecord, read_metadata
-from .synth import clip_seed
+from .synth import clip_seed, worker_pool
 from .video_io import read_video
 
 
@@ -80,10 +77,6 @@ def _world_work(job: tuple) -> tuple[np.ndarray | None, tuple[str, str]]:
         clip = make_clip(seed, w, h, f, fps, exclude_words=exclude)
         return clip.frames, (clip.text, clip.short_text)
     return None, clip_captions(seed, w, h, f, fps, exclude_words=exclude)
-
-
-def _ignore_sigint() -> None:  # Ctrl-C reaches the whole process group; the trainer handles it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _rng(*keys) -> random.Random:
@@ -241,8 +234,7 @@ class VideoBatches:
     def _world_batch(self, idx: list[int], bucket: int, skip) -> list[tuple]:
         """sample() for every g in idx, the clips rendered by `workers` processes."""
         if self._workers is None:
-            self._workers = get_context("fork" if os.name == "posix" else "spawn").Pool(
-                self.cfg.workers, initializer=_ignore_sigint)
+            self._workers = worker_pool(self.cfg.workers)
         jobs = [self._world_job(g, bucket, skip) for g in idx]
         todo = [job for _, job in jobs if job is not None]
         made = iter(self._workers.map(_world_work, todo, chunksize=max(1, len(todo) // (4 * self.cfg.workers))))

@@ -102,7 +102,7 @@ def synth_dataset(out_dir: str | os.PathLike, settings: SynthSettings, workers: 
 
     gt_file = open(out / GROUND_TRUTH_FILE, "a", encoding="utf-8")
     bar = tqdm(total=s.clips, initial=len(rows), desc="synth", unit="clip", disable=not progress)
-    pool = get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=_ignore_sigint) if workers > 1 else None
+    pool = worker_pool(workers) if workers > 1 else None
     # SIGTERM (a scheduler's stop) ends the run like Ctrl-C, through the `finally` below. Set
     # after the pool forks, so the workers keep the default and die quietly on terminate().
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -128,6 +128,13 @@ def synth_dataset(out_dir: str | os.PathLike, settings: SynthSettings, workers: 
     seconds = time.perf_counter() - t0
     return {"out": str(out), "clips": len(rows), "made": len(todo), "seconds": round(seconds, 2),
             "clips_per_second": round(len(todo) / seconds, 1) if seconds > 0 else None, "workers": workers}
+
+
+def worker_pool(workers: int):
+    """A process pool for clip making (synth_dataset, the loader's data.workers): forked where the
+    OS can, its workers ignoring Ctrl-C, which reaches the whole process group while the parent
+    handles it."""
+    return get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=_ignore_sigint)
 
 
 def _ignore_sigint() -> None:  # Ctrl-C reaches the whole process group; the parent handles it

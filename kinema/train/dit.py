@@ -205,13 +205,10 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             bar.update(1)
             if d.is_main and cfg.preview_every and done % cfg.preview_every == 0:
                 _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
-            if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            stopping = any_across(stop.requested, d) and done < cfg.steps  # Ctrl-C, SIGTERM, `timeout`
+            if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):  # a stop keeps its steps
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
                 _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway
-            stopping = any_across(stop.requested, d) and done < cfg.steps  # Ctrl-C, SIGTERM, `timeout`
-            if stopping and d.is_main and done % cfg.ckpt_every:  # keep the steps done
-                save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
-                _export(cfg, ema or model, dit_cfg, out / "model")
             if stopping:
                 break
     if stopping:
