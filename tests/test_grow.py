@@ -11,7 +11,9 @@ from kinema.pipelines import KinemaPipeline
 from kinema.pipelines.pipeline import save_dit
 from kinema.train.config import load_dit_train_config
 from kinema.train.dit import train_dit
-from kinema.train.grow import grow_state_dict, init_from_model
+from kinema.models.dit import DiTConfig
+from kinema.models.rope import rope_cos_sin
+from kinema.train.grow import grow_state_dict, init_from_model, patch_ratio, repatch_state_dict
 
 
 def saved(model: DiT, folder):
@@ -87,6 +89,47 @@ def test_trunk_only_reinitialises_the_latent_layers_of_the_same_autoencoder(tmp_
     torch.testing.assert_close(got["blocks.1.mlp.0.weight"], trained["blocks.1.mlp.0.weight"])
     init_from_model(new, folder)  # the default carries them
     torch.testing.assert_close(new.state_dict()["x_embed.weight"], trained["x_embed.weight"])
+
+
+@pytest.mark.parametrize("old_patch,new_patch,scale", [((1, 2, 2), (1, 1, 1), (1.0, 0.5, 0.5)),
+                                                       ((1, 2, 2), (1, 1, 1), (1.0, 1.0, 1.0)),
+                                                       ((2, 2, 2), (1, 2, 1), (0.5, 1.0, 0.5))])
+def test_a_repatched_model_is_the_old_one_on_the_upsampled_latent(old_patch, new_patch, scale):
+    """new(z) == avgpool_f(old(upsample_f(z))), f the patch ratio, both at the same rope_scale."""
+    old = perturbed(tiny(depth=2, patch_size=old_patch, rope_scale=scale))
+    new = DiT(tiny(depth=2, patch_size=new_patch, rope_scale=scale)).eval()
+    new.load_state_dict(repatch_state_dict(old.state_dict(), old_patch, new_patch, 4), strict=True)
+    f = patch_ratio(old_patch, new_patch)
+    x, t, y, mask = inputs(old.cfg, thw=(2, 4, 6))  # divisible by the new patch, the old one after upsampling
+    up = x.repeat_interleave(f[0], 2).repeat_interleave(f[1], 3).repeat_interleave(f[2], 4)
+    with torch.no_grad():
+        want = torch.nn.functional.avg_pool3d(old(up, t, y, mask), kernel_size=f)
+        torch.testing.assert_close(new(x, t, y, mask), want, atol=1e-5, rtol=1e-5)
+    assert patch_ratio((1, 2, 2), (1, 2, 2)) is None and patch_ratio((1, 2, 2), (1, 3, 1)) is None
+
+
+def test_init_from_repatches_a_smaller_patch_on_the_same_autoencoder(tmp_path):
+    old = perturbed(tiny(depth=2))
+    folder = saved(old, tmp_path / "m")
+    new = DiT(tiny(depth=2, patch_size=(1, 1, 1), rope_scale=(1, 0.5, 0.5)))
+    assert init_from_model(new, folder) == (2, ["patch_size: (1, 2, 2) -> (1, 1, 1) (re-patched)"])
+    want = repatch_state_dict(old.state_dict(), (1, 2, 2), (1, 1, 1), 4)
+    for key in ("x_embed.weight", "final.linear.weight", "final.linear.bias", "blocks.1.mlp.0.weight"):
+        torch.testing.assert_close(new.state_dict()[key], want[key])
+    fresh = DiT(tiny(depth=2, patch_size=(1, 1, 1)))
+    init_from_model(fresh, folder, trunk_only=True)  # asked for fresh latent layers: no re-patching
+    assert not fresh.state_dict()["final.linear.weight"].any()
+
+
+def test_rope_scale_multiplies_positions():
+    cos, sin = rope_cos_sin((2, 4, 4), 16, scale=(1.0, 0.5, 0.5))
+    cos2, sin2 = rope_cos_sin((2, 2, 2), 16)  # the even rows and columns sit at the coarse grid's positions
+    even = torch.arange(32).reshape(2, 4, 4)[:, ::2, ::2].reshape(-1)
+    torch.testing.assert_close(cos[even], cos2)
+    torch.testing.assert_close(sin[even], sin2)
+    with pytest.raises(Exception, match="rope_scale"):
+        DiTConfig(rope_scale=(1, 0, 1))
+    assert DiTConfig().rope_scale == (1.0, 1.0, 1.0)  # configs written before the field load as before
 
 
 def test_training_starts_from_the_grown_model_and_resume_ignores_it(tmp_path, vae_dir):  # noqa: F811

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..config import to_dict
 from ..data.loader import from_model_range, to_model_range
 from ..train.checkpoint import load_optimizer, optimizer_tensors
-from ..train.optim import OptimConfig, lr_at
+from ..train.optim import OptimConfig, lr_at, make_adamw
 from ..eval.metrics import psnr, ssim
 from .vae import CausalVideoVAE, VAEConfig, replace_config
 
@@ -210,7 +210,7 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
         vae.encoder.requires_grad_(False)
     params = [p for p in vae.parameters() if p.requires_grad]
     o = cfg.optim
-    opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    opt = make_adamw(params, o)
     ckpt, step = out / "checkpoint", 0
     if (ckpt / "state.json").is_file():
         step = load_checkpoint(ckpt, vae, opt)
@@ -233,7 +233,7 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
             loss, stats = vae_loss(vae, x, cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip) if o.grad_clip > 0 else None
+        gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip, foreach=True) if o.grad_clip > 0 else None
         opt.step()
         step += 1
         n_last += x.shape[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__, flow
+from ..train.optim import OptimConfig, make_adamw
 from .timing import StageMemory, interleaved, matmul_peak, median, peak_memory, sync, timed
 
 
@@ -151,7 +152,7 @@ def bench_denoiser(pipe, s: BenchSettings, device: torch.device, autocast, peak_
     noise, t = torch.randn_like(x), torch.rand(B, device=device)
     text = torch.randn(B, L, cfg.text_dim, device=device)
     ctx = lambda: torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)  # noqa: E731
-    opt = torch.optim.AdamW(dit.parameters(), lr=1e-5)
+    opt = make_adamw(dit.parameters(), OptimConfig(lr=1e-5))  # as training makes it
 
     @torch.no_grad()
     def forward():
@@ -164,7 +165,7 @@ def bench_denoiser(pipe, s: BenchSettings, device: torch.device, autocast, peak_
         loss = flow.flow_loss(pred.float(), x, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0, foreach=True)
         opt.step()
 
     state = {k: v.detach().clone() for k, v in dit.state_dict().items()}

@@ -47,9 +47,13 @@ class DiTConfig:
     conditioning: Literal["cross", "joint"] = "cross"
     qk_norm: bool = True
     rope_theta: float = 10000.0
+    rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (t, h, w) multipliers of token positions (rope.py)
 
     def __post_init__(self):
         self.patch_size = tuple(int(p) for p in self.patch_size)
+        self.rope_scale = tuple(float(s) for s in self.rope_scale)
+        if len(self.rope_scale) != 3 or min(self.rope_scale) <= 0:
+            raise ConfigError(f"DiTConfig.rope_scale must be three positive numbers (t, h, w), got {self.rope_scale}")
         for name in ("in_channels", "hidden_size", "depth", "num_heads", "text_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -409,7 +413,7 @@ class DiT(nn.Module):
             text = text * text_mask.unsqueeze(-1).to(text.dtype)  # padding states are never read; keep them finite
         y = self.text_embed(text)  # (B, L, D)
         c = self.t_embed(t) + self.pooled_embed(masked_mean(text, text_mask).to(y.dtype))  # (B, D)
-        rope = rope_cos_sin(grid, cfg.head_dim, cfg.rope_theta, device=x.device)  # 2 x (N, d/2) fp32
+        rope = rope_cos_sin(grid, cfg.head_dim, cfg.rope_theta, x.device, cfg.rope_scale)  # 2 x (N, d/2) fp32
 
         mask = has_text = None
         if text_mask is not None:

@@ -51,9 +51,14 @@ def grid_positions(grid: tuple[int, int, int], device: torch.device | str | None
 
 
 def rope_cos_sin(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0,
-                 device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """cos and sin, each (T*H*W, head_dim // 2) fp32, for every token of a (T, H, W) grid."""
-    angles = rope_angles(grid_positions(grid, device), head_dim, theta)  # (N, head_dim/2)
+                 device: torch.device | str | None = None,
+                 scale: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[Tensor, Tensor]:
+    """cos and sin, each (T*H*W, head_dim // 2) fp32, for every token of a (T, H, W) grid whose
+    positions are multiplied by `scale` per axis (position interpolation: a model re-patched from a
+    1x2x2 to a 1x1x1 patch uses (1, 0.5, 0.5), so a token offset still means the same distance in
+    pixels as it did when it was trained)."""
+    positions = grid_positions(grid, device).float() * torch.tensor(scale, device=device)  # (N, 3)
+    angles = rope_angles(positions, head_dim, theta)  # (N, head_dim/2)
     return angles.cos(), angles.sin()
 
 

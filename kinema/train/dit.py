@@ -34,7 +34,7 @@ from .config import DiTTrainConfig
 from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
 from .grow import init_from_model
 from .latent_cache import LatentCache
-from .optim import lr_at
+from .optim import lr_at, make_adamw
 
 
 def sample_generator(seed: int, step: int, g: int, what: str) -> torch.Generator:
@@ -99,8 +99,8 @@ class StopRequest:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1.0 - decay)
+    # one foreach op over every tensor, not one op a tensor (the step is host-bound on a GPU)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def train_dit(cfg: DiTTrainConfig, progress: bool = True,
@@ -147,8 +147,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                        + ("; trunk only (latent layers fresh)" if cfg.init_trunk_only else ""))
     model = model.to(d.device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                            weight_decay=cfg.optim.weight_decay)
+    opt = make_adamw(model.parameters(), cfg.optim)
     if ckpt is not None:
         start = load_checkpoint(ckpt, model, ema, opt)
     ddp_model = wrap_ddp(model, d)
@@ -184,7 +183,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             loss = flow.flow_loss(pred.float(), x0, noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip, foreach=True)
             opt.step()
             if ema is not None:
                 ema_update(ema, model, cfg.ema_decay)
@@ -193,7 +192,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             if on_step is not None:
                 on_step(step + 1, loss_value)
             done = step + 1
-            if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+            stopping = any_across(stop.requested, d) and done < cfg.steps  # Ctrl-C, SIGTERM, `timeout`
+            if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps or stopping):  # a stop logs its last step
                 now = time.perf_counter()
                 rate = samples_since / (now - t_last)
                 t_last, samples_since = now, 0
@@ -205,7 +205,6 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             bar.update(1)
             if d.is_main and cfg.preview_every and done % cfg.preview_every == 0:
                 _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
-            stopping = any_across(stop.requested, d) and done < cfg.steps  # Ctrl-C, SIGTERM, `timeout`
             if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):  # a stop keeps its steps
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
                 _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway

@@ -20,6 +20,16 @@ velocity) and the rest, the trunk that reads text and time and mixes tokens, is 
 That is a warm start, not the same function. `trunk_only=True` (the trainer's `init_trunk_only`)
 does the same when the latent fields match, so runs on different autoencoders can start from the
 same trunk on equal terms (the autoencoder study in docs/autoencoder.md).
+
+A smaller patch on the same autoencoder (1x2x2 -> 1x1x1: four times the tokens) is re-patched
+instead (`repatch_state_dict`): the new model computes exactly what the old one computes on the
+latent upsampled by the patch ratio (each latent cell repeated f times per axis), averaged back
+over each f-block. Its patch embedding is the old one summed over the f-blocks of its kernel (a
+token sees the old patch filled with its one cell), its output layer the old one averaged over
+them. With `rope_scale` divided by the same ratio (position interpolation), a token offset
+still spans the pixels it did, so the trunk starts on a scene it knows at twice the token density
+(FlexiViT, Beyer et al. 2023, resizes patch embeddings for the same reason). Also a warm start:
+the old model never saw such upsampled latents.
 """
 from __future__ import annotations
 
@@ -34,6 +44,7 @@ from ..pipelines.pipeline import load_dit
 # Per block: the tensors that make a repeated copy start as the identity (see module docstring).
 IDENTITY_ZEROED = ("adaLN.1.weight", "adaLN.1.bias", "cross.proj.weight", "cross.proj.bias")
 SAME_FIELDS = ("hidden_size", "num_heads", "mlp_ratio", "text_dim", "conditioning", "qk_norm", "rope_theta")
+# rope_scale may differ too: it moves token positions, not weights.
 LATENT_FIELDS = ("in_channels", "patch_size")  # may differ: a new autoencoder (see module docstring)
 LATENT_LAYERS = ("x_embed.", "final.linear.")  # the layers that touch latent values
 
@@ -55,10 +66,35 @@ def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int
     return out
 
 
+def patch_ratio(old: tuple[int, int, int], new: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """Per axis, how many new patches make one old one; None unless `new` divides `old` (and differs)."""
+    if tuple(old) == tuple(new) or any(o % n for o, n in zip(old, new)):
+        return None
+    return tuple(o // n for o, n in zip(old, new))
+
+
+def repatch_state_dict(src: dict[str, torch.Tensor], old_patch: tuple[int, int, int],
+                       new_patch: tuple[int, int, int], channels: int) -> dict[str, torch.Tensor]:
+    """A DiT state dict for patch `new_patch` that computes, on a latent z, what the `old_patch` one
+    computes on z upsampled by the patch ratio, averaged back (module docstring). Rows and columns
+    of the latent layers run over (pt, ph, pw, C), patchify's order."""
+    (ft, fh, fw), (pt, ph, pw) = patch_ratio(old_patch, new_patch), new_patch
+    out = dict(src)
+    w = src["x_embed.weight"]  # (D, old pt*ph*pw*C); old index along an axis = new index * f + sub-index
+    w = w.reshape(-1, pt, ft, ph, fh, pw, fw, channels).sum(dim=(2, 4, 6))  # (D, pt, ph, pw, C)
+    out["x_embed.weight"] = w.reshape(w.shape[0], -1)
+    for key in ("final.linear.weight", "final.linear.bias"):
+        v = src[key]  # (old P, D) or (old P,)
+        v = v.reshape(pt, ft, ph, fh, pw, fw, channels, *v.shape[1:]).mean(dim=(1, 3, 5))
+        out[key] = v.reshape(pt * ph * pw * channels, *v.shape[4:])
+    return out
+
+
 def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) -> tuple[int, list[str]]:
     """Load a trained model folder's DiT (`folder`/dit or `folder` itself: config.json +
-    model.safetensors) into `model`, growing its depth if `model` is deeper and keeping `model`'s
-    own latent layers if its latent channels or patch differ (or `trunk_only`). Returns the old
+    model.safetensors) into `model`, growing its depth if `model` is deeper, re-patching its latent
+    layers if `model`'s patch divides the old one on the same latent channels, and keeping `model`'s
+    own latent layers if the latent channels or patch differ otherwise (or `trunk_only`). Returns the old
     depth and the latent fields that changed ("in_channels: 16 -> 128", ...; empty when none did)."""
     folder = Path(folder)
     dit_dir = folder / "dit" if (folder / "dit").is_dir() else folder
@@ -77,7 +113,10 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
                          "block has no text stream, so it cannot be repeated as the identity)")
     state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
     new_latents = [f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in LATENT_FIELDS if getattr(old, f) != getattr(new, f)]
-    if new_latents or trunk_only:  # a new autoencoder (or asked): keep this model's fresh latent layers
+    if not trunk_only and old.in_channels == new.in_channels and patch_ratio(old.patch_size, new.patch_size):
+        state = repatch_state_dict(state, old.patch_size, new.patch_size, old.in_channels)
+        new_latents = [f + " (re-patched)" for f in new_latents]
+    elif new_latents or trunk_only:  # a new autoencoder (or asked): keep this model's fresh latent layers
         state.update({k: v for k, v in model.state_dict().items() if k.startswith(LATENT_LAYERS)})
     model.load_state_dict(state, strict=True)
     return old.depth, new_latents
