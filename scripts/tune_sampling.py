@@ -41,10 +41,13 @@ def main() -> None:
     for g, s, sh in itertools.product(a.guidance, a.steps, a.shift):
         pipe.defaults.shift = sh
         t0 = time.perf_counter()
-        summary = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=g,
-                            progress=False).summary()
+        run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=g, progress=False)
+        summary = run.summary()
         by = {k: round(v["rate"], 3) for k, v in summary["by_attribute"].items()}
-        rows.append({"guidance": g, "steps": s, "shift": sh, "adherence": round(summary["rate"], 3), **by,
+        objects = {f"{k}_object{'s' * (k == '2')}": round(v["rate"], 3) for k, v in summary["by_objects"].items() if v["videos"]}
+        motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
+        rows.append({"guidance": g, "steps": s, "shift": sh, "adherence": round(summary["rate"], 3), **by, **objects,
+                     "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     best = max(rows, key=lambda r: r["adherence"])
