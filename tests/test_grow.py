@@ -63,8 +63,8 @@ def test_a_new_autoencoder_keeps_the_trunk_and_reinitialises_the_latent_layers(t
     new = DiT(tiny(depth=3, in_channels=8, patch_size=(1, 1, 1)))
     fresh = {k: v.clone() for k, v in new.state_dict().items()}
     depth, changed = init_from_model(new, folder)
-    assert depth == 2 and changed == [f"in_channels: {old.cfg.in_channels} -> 8",
-                                      f"patch_size: {old.cfg.patch_size} -> (1, 1, 1)"]
+    assert depth == 2 and changed == [f"in_channels: {old.cfg.in_channels} -> 8 (fresh)",
+                                      f"patch_size: {old.cfg.patch_size} -> (1, 1, 1) (fresh)"]
     got, trained = new.state_dict(), old.state_dict()
     for key in ("x_embed.weight", "x_embed.bias", "final.linear.weight", "final.linear.bias"):
         torch.testing.assert_close(got[key], fresh[key])  # the new model's own init

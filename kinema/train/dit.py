@@ -143,7 +143,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         old_depth, new_latents = init_from_model(model, cfg.init_from, trunk_only=cfg.init_trunk_only)
         if d.is_main and progress:
             tqdm.write(f"init_from {cfg.init_from}: depth {old_depth} -> {dit_cfg.depth}"
-                       + (f"; new latent layers ({', '.join(new_latents)})" if new_latents else "")
+                       + (f"; latent layers: {', '.join(new_latents)}" if new_latents else "")
                        + ("; trunk only (latent layers fresh)" if cfg.init_trunk_only else ""))
     model = model.to(d.device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None

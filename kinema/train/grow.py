@@ -95,7 +95,8 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
     model.safetensors) into `model`, growing its depth if `model` is deeper, re-patching its latent
     layers if `model`'s patch divides the old one on the same latent channels, and keeping `model`'s
     own latent layers if the latent channels or patch differ otherwise (or `trunk_only`). Returns the old
-    depth and the latent fields that changed ("in_channels: 16 -> 128", ...; empty when none did)."""
+    depth and the latent fields that changed, each saying what its layers got ("in_channels: 16 -> 128
+    (fresh)", "patch_size: (1, 2, 2) -> (1, 1, 1) (re-patched)", ...; empty when none changed)."""
     folder = Path(folder)
     dit_dir = folder / "dit" if (folder / "dit").is_dir() else folder
     if not (dit_dir / CONFIG_NAME).is_file() or not (dit_dir / WEIGHTS_NAME).is_file():
@@ -118,5 +119,6 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
         new_latents = [f + " (re-patched)" for f in new_latents]
     elif new_latents or trunk_only:  # a new autoencoder (or asked): keep this model's fresh latent layers
         state.update({k: v for k, v in model.state_dict().items() if k.startswith(LATENT_LAYERS)})
+        new_latents = [f + " (fresh)" for f in new_latents]
     model.load_state_dict(state, strict=True)
     return old.depth, new_latents
