@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kinema import flow
-from kinema.pipelines.pipeline import load_dit
+from kinema.pipelines.pipeline import dit_folder, load_dit
 from kinema.train.dit import ema_update
 from kinema.train.optim import OptimConfig, make_adamw
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     folder = Path(a.model)
-    dit = load_dit(folder / "dit" if (folder / "dit").is_dir() else folder)
+    dit = load_dit(dit_folder(folder))
     g = torch.Generator().manual_seed(0)
     steps = {v: make_step(dit, v, a.batch, g) for v in ("before", "now")}
     for s in steps.values():

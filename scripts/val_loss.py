@@ -22,8 +22,9 @@ import torch
 
 from kinema import flow
 from kinema.autoencoder.vae import CONFIG_NAME, CausalVideoVAE
+from kinema.data.loader import to_model_range
 from kinema.data.synth import clip_seed
-from kinema.pipelines.pipeline import load_dit
+from kinema.pipelines.pipeline import dit_folder, load_dit
 from kinema.text.encoders import load_text_encoder
 from kinema.world import make_clip
 from kinema.world.vocab import HELD_OUT_WORDS
@@ -34,7 +35,7 @@ def validation_set(vae, encoder, clips: int, seed: int, size: tuple[int, int, in
     frames, texts, objects = [], [], []
     for i in range(clips):
         clip = make_clip(clip_seed(seed, i), size[2], size[1], size[0], exclude_words=HELD_OUT_WORDS)
-        frames.append(torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0)  # (3, T, H, W)
+        frames.append(to_model_range(clip.frames))  # (3, T, H, W)
         texts.append(clip.text if i % 2 == 0 else clip.short_text)
         objects.append(len(clip.scene.objects))
     with torch.no_grad():
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
           f"t = {[round(float(t), 3) for t in times]} ({time.perf_counter() - t0:.0f} s)")
     rows, per_clip = [], []
     for m in a.models:
-        folder = Path(m)
-        dit = load_dit(folder / "dit" if (folder / "dit").is_dir() else folder).eval()
+        dit = load_dit(dit_folder(m)).eval()
         t0 = time.perf_counter()
         per = losses(dit, z, states, mask, times, noise, a.batch)  # (n, K)
         row = {"model": m, "patch": list(dit.cfg.patch_size), "depth": dit.cfg.depth,

@@ -168,6 +168,12 @@ def save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in dit.state_dict().items()}, folder / WEIGHTS_NAME)
 
 
+def dit_folder(folder: str | Path) -> Path:
+    """The DiT part of `folder`: its dit/ when it is a pipeline folder, else `folder` itself."""
+    folder = Path(folder)
+    return folder / "dit" if (folder / "dit").is_dir() else folder
+
+
 def load_dit(folder: Path) -> DiT:
     """The DiT of a part folder written by `save_dit` (on the CPU)."""
     dit = DiT(from_dict(DiTConfig, json.loads((folder / CONFIG_NAME).read_text())))

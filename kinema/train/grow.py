@@ -39,7 +39,7 @@ import torch
 
 from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME
 from ..models.dit import DiT
-from ..pipelines.pipeline import load_dit
+from ..pipelines.pipeline import dit_folder, load_dit
 
 # Per block: the tensors that make a repeated copy start as the identity (see module docstring).
 IDENTITY_ZEROED = ("adaLN.1.weight", "adaLN.1.bias", "cross.proj.weight", "cross.proj.bias")
@@ -97,8 +97,7 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
     own latent layers if the latent channels or patch differ otherwise (or `trunk_only`). Returns the old
     depth and the latent fields that changed, each saying what its layers got ("in_channels: 16 -> 128
     (fresh)", "patch_size: (1, 2, 2) -> (1, 1, 1) (re-patched)", ...; empty when none changed)."""
-    folder = Path(folder)
-    dit_dir = folder / "dit" if (folder / "dit").is_dir() else folder
+    dit_dir = dit_folder(folder)
     if not (dit_dir / CONFIG_NAME).is_file() or not (dit_dir / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"init_from: '{folder}' has no DiT (expected dit/{CONFIG_NAME} and "
                                 f"dit/{WEIGHTS_NAME}, as `kinema export` writes)")
