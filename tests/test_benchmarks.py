@@ -140,6 +140,41 @@ def test_val_loss_pairs_models_on_the_same_inputs(tmp_path, capsys):
     assert val_loss.main([str(shipped), str(other), *args]) == 2
 
 
+def test_binding_loss_swaps_attributes_between_the_two_objects(tmp_path):
+    """scripts/binding_loss.py: each swap exchanges exactly its fields between the two objects;
+    a model whose output ignores the caption (a fresh DiT: zero output) pays exactly 0 for every
+    variant, the shipped one pays for losing its caption."""
+    from kinema.models.dit import DiT
+    from kinema.pipelines.pipeline import load_dit, save_dit
+
+    binding_loss = pytest.importorskip("binding_loss")
+    frames, texts = binding_loss.binding_set(3, seed=11)
+    assert len(frames) == 3 and all(len(v) == 3 for v in texts.values())
+    for k in binding_loss.SWAPS:
+        assert all(a != b for a, b in zip(texts["true"], texts[k]))  # every swap changes the words' order
+    shipped = ROOT / "kinema" / "weights" / "default"
+    blank = DiT(load_dit(shipped / "dit").cfg)
+    save_dit(blank, blank.cfg, tmp_path / "blank")
+    out = tmp_path / "b.json"
+    args = ["--clips", "2", "--times", "2", "--threads", "1", "--json", str(out)]
+    assert binding_loss.main([str(shipped), str(tmp_path / "blank"), *args]) == 0
+    shipped_row, blank_row = json.loads(out.read_text())
+    assert all(blank_row[f"cost_{k}"] == 0.0 for k in binding_loss.VARIANTS[1:])
+    assert blank_row["binding_motion"] is None
+    assert shipped_row["cost_empty"] > 0 and shipped_row["cost_other"] > 0
+
+
+def test_swapped_scene_exchanges_only_the_named_fields():
+    binding_loss = pytest.importorskip("binding_loss")
+    from kinema.world.scene import sample_scene
+
+    scene = next(s for s in (sample_scene(i) for i in range(100)) if len(s.objects) == 2)
+    a, b = scene.objects
+    a2, b2 = binding_loss.swapped(scene, ("motion", "speed")).objects
+    assert (a2.motion, a2.speed, b2.motion, b2.speed) == (b.motion, b.speed, a.motion, a.speed)
+    assert (a2.colour, a2.centroid, b2.shape) == (a.colour, a.centroid, b.shape)
+
+
 def test_train_step_benchmark_counts_fewer_ops_now(capsys):
     train_step = pytest.importorskip("train_step")
     assert train_step.main(["--batch", "2", "--runs", "1", "--threads", "1"]) == 0

@@ -120,8 +120,9 @@ def test_rope_score_depends_only_on_offset():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_padding_text_tokens_do_not_change_the_output(mode):
-    cfg = tiny(mode)
+@pytest.mark.parametrize("refiner", [0, 1])
+def test_padding_text_tokens_do_not_change_the_output(mode, refiner):
+    cfg = tiny(mode, text_refiner_depth=refiner)
     model = perturbed(cfg)
     x, t, text, mask = inputs(cfg)
     with torch.no_grad():
@@ -148,8 +149,9 @@ def test_the_text_changes_the_output(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_empty_caption_is_finite(mode):
-    cfg = tiny(mode)
+@pytest.mark.parametrize("refiner", [0, 1])
+def test_empty_caption_is_finite(mode, refiner):
+    cfg = tiny(mode, text_refiner_depth=refiner)
     x, t, text, mask = inputs(cfg)
     mask[1] = False  # sample 1: no real text tokens at all
     out = perturbed(cfg)(x, t, text, mask)
@@ -205,8 +207,9 @@ def test_config_validation_and_presets():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_forward_flops_matches_the_flop_counter(mode):
-    cfg = tiny(mode, depth=3)
+@pytest.mark.parametrize("refiner", [0, 2])
+def test_forward_flops_matches_the_flop_counter(mode, refiner):
+    cfg = tiny(mode, depth=3, text_refiner_depth=refiner)
     x, t, text, mask = inputs(cfg, thw=(2, 4, 6), L=7)
     model = DiT(cfg)
     # the math backend runs attention as bmm, which the counter sees (the fused CPU kernel it does not)
@@ -241,3 +244,29 @@ def test_tiny_dit_overfits_one_batch(mode):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_only_the_text_refiner_reads_the_order_of_the_caption_states():
+    """Cross-attention reads the caption's states as a set: permuting them changes nothing. The
+    text refiner's self-attention with 1D RoPE reads their order, so with it the output changes."""
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    for refiner, changes in ((0, False), (1, True)):
+        cfg = tiny("cross", text_refiner_depth=refiner)
+        model = perturbed(cfg)
+        x, t, text, _ = inputs(cfg)
+        with torch.no_grad():
+            diff = (model(x, t, text) - model(x, t, text[:, perm])).abs().max()
+        assert (diff > 1e-3) if changes else (diff < 1e-5), (refiner, float(diff))
+
+
+def test_a_new_text_refiner_is_the_identity():
+    from kinema.models.dit import text_rope
+
+    cfg = tiny("cross", text_refiner_depth=2)
+    model = DiT(cfg)
+    y = torch.randn(2, 5, cfg.hidden_size)
+    rope = text_rope(5, cfg.head_dim, cfg.rope_theta, None)
+    for block in model.text_refiner:
+        assert torch.equal(block(y, rope, None), y)
+    with pytest.raises(ConfigError):
+        tiny(text_refiner_depth=-1)

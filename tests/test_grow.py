@@ -56,6 +56,22 @@ def test_init_from_errors(tmp_path):
     assert init_from_model(DiT(tiny(depth=3)), folder) == (2, [])
 
 
+def test_init_from_adds_a_text_refiner_as_the_identity(tmp_path):
+    old = perturbed(tiny(depth=2))
+    folder = saved(old, tmp_path / "m")
+    new = DiT(tiny(depth=4, text_refiner_depth=2)).eval()
+    assert init_from_model(new, folder) == (2, [])
+    x, t, y, mask = inputs(tiny())
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, t, y, mask), old(x, t, y, mask), atol=1e-5, rtol=1e-5)
+    with_refiner = saved(perturbed(tiny(depth=2, text_refiner_depth=1)), tmp_path / "r")
+    with pytest.raises(ValueError, match="text_refiner_depth 1 -> 2"):
+        init_from_model(DiT(tiny(depth=2, text_refiner_depth=2)), with_refiner)
+    kept = DiT(tiny(depth=2, text_refiner_depth=1))
+    init_from_model(kept, with_refiner)  # the same refiner depth: copied as trained
+    assert kept.text_refiner[0].proj.weight.abs().sum() > 0
+
+
 def test_a_new_autoencoder_keeps_the_trunk_and_reinitialises_the_latent_layers(tmp_path):
     old = perturbed(tiny(depth=2))
     folder = saved(old, tmp_path / "m")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError, from_dict
-from .rope import apply_rope, rope_cos_sin, rope_split
+from .rope import apply_rope, rope_angles, rope_cos_sin, rope_split
 
 
 @dataclass
@@ -48,12 +48,15 @@ class DiTConfig:
     qk_norm: bool = True
     rope_theta: float = 10000.0
     rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (t, h, w) multipliers of token positions (rope.py)
+    text_refiner_depth: int = 0  # self-attention blocks over the caption's tokens before any block reads them
 
     def __post_init__(self):
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.rope_scale = tuple(float(s) for s in self.rope_scale)
         if len(self.rope_scale) != 3 or min(self.rope_scale) <= 0:
             raise ConfigError(f"DiTConfig.rope_scale must be three positive numbers (t, h, w), got {self.rope_scale}")
+        if self.text_refiner_depth < 0:
+            raise ConfigError(f"DiTConfig.text_refiner_depth must be >= 0, got {self.text_refiner_depth}")
         for name in ("in_channels", "hidden_size", "depth", "num_heads", "text_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -277,6 +280,41 @@ class JointDiTBlock(nn.Module):
         return x, y
 
 
+class TextRefinerBlock(nn.Module):
+    """Pre-norm self-attention over the caption's tokens, with 1D RoPE on their order, then an MLP.
+
+    Why: a video token reads the caption through cross-attention, which sees the text states as a
+    set. Which motion goes with which object ("a red square standing still, and a purple circle
+    heading left") is a matter of word order, and the encoder's states carry little of it: the
+    shipped model's flow loss barely changes when two objects' motions are swapped in the caption
+    (docs/default-model.md). Here the tokens attend to each other knowing their relative
+    positions, so an object's words can be written into its motion's state before any video
+    token reads them (a token refiner, as HunyuanVideo's). Both residual outputs start at zero, so
+    a refiner added to a trained model leaves it computing exactly what it did.
+    """
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        D = cfg.hidden_size
+        self.norm1 = Norm(D, eps=1e-6)
+        self.qkv = QKV(D, cfg.num_heads, cfg.qk_norm)
+        self.proj = nn.Linear(D, D)
+        self.norm2 = Norm(D, eps=1e-6)
+        self.mlp = MLP(D, cfg.mlp_hidden)
+
+    def forward(self, y: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        q, k, v = self.qkv(self.norm1(y))  # (B, h, L, d)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = y + self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))  # (B, L, D)
+        return y + self.mlp(self.norm2(y))
+
+
+def text_rope(length: int, head_dim: int, theta: float, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+    """cos, sin (L, head_dim // 2) of 1D RoPE over token order: every 3D-RoPE axis gets the index."""
+    angles = rope_angles(torch.arange(length, device=device)[:, None].expand(length, 3), head_dim, theta)
+    return angles.cos(), angles.sin()
+
+
 class TimestepEmbedder(nn.Module):
     """t in [0, 1] -> sinusoid of 1000 t (the DDPM-style range the DiT embedding was tuned for) -> MLP."""
 
@@ -350,6 +388,7 @@ class DiT(nn.Module):
         # global summary of the caption, which small models pick up much faster than attention.
         self.text_embed = nn.Sequential(nn.Linear(cfg.text_dim, D), nn.GELU(approximate="tanh"), nn.Linear(D, D))
         self.pooled_embed = nn.Sequential(nn.Linear(cfg.text_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.text_refiner = nn.ModuleList(TextRefinerBlock(cfg) for _ in range(cfg.text_refiner_depth))
         if cfg.conditioning == "cross":
             self.blocks = nn.ModuleList(CrossDiTBlock(cfg) for _ in range(cfg.depth))
         else:
@@ -369,6 +408,7 @@ class DiT(nn.Module):
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
         zero = [self.final.adaLN[-1], self.final.linear]
+        zero += [m for block in self.text_refiner for m in (block.proj, block.mlp[2])]  # refiner starts as identity
         for block in self.blocks:
             if isinstance(block, CrossDiTBlock):
                 zero += [block.adaLN[-1], block.cross.proj]  # cross.proj: PixArt-alpha's zero init
@@ -415,16 +455,22 @@ class DiT(nn.Module):
         c = self.t_embed(t) + self.pooled_embed(masked_mean(text, text_mask).to(y.dtype))  # (B, D)
         rope = rope_cos_sin(grid, cfg.head_dim, cfg.rope_theta, x.device, cfg.rope_scale)  # 2 x (N, d/2) fp32
 
-        mask = has_text = None
+        mask = has_text = text_keys = None
         if text_mask is not None:
+            # A row with every key masked would be NaN; let an empty caption attend to its
+            # (zeroed) padding and drop the result via has_text instead.
+            has_text = text_mask.any(dim=1)  # (B,)
+            text_keys = (text_mask | ~has_text[:, None])[:, None, None, :]  # (B, 1, 1, L)
             if cfg.conditioning == "cross":
-                # A row with every key masked would be NaN; let an empty caption attend to its
-                # (zeroed) padding and drop the result via has_text instead.
-                has_text = text_mask.any(dim=1)  # (B,)
-                mask = (text_mask | ~has_text[:, None])[:, None, None, :]  # (B, 1, 1, L)
+                mask = text_keys
             else:
                 video = torch.ones(B, N, dtype=torch.bool, device=x.device)
                 mask = torch.cat([video, text_mask], dim=1)[:, None, None, :]  # (B, 1, 1, N+L)
+                has_text = None
+        if self.text_refiner:
+            text_pos = text_rope(y.shape[1], cfg.head_dim, cfg.rope_theta, x.device)  # 2 x (L, d/2) fp32
+            for block in self.text_refiner:
+                y = block(y, text_pos, text_keys)  # (B, L, D)
 
         for block in self.blocks:
             h, y = block(h, y, c, rope, mask, has_text)
@@ -444,6 +490,7 @@ def forward_flops(cfg: DiTConfig, latent_thw: tuple[int, int, int], text_len: in
     attn = lambda nq, nk: 2 * 2 * nq * nk * D  # noqa: E731  q.k scores and the weighted sum of v
     f = lin(N, P, D) + lin(L, E, D) + lin(L, D, D)  # patch and caption embedding
     f += lin(1, 256, D) + lin(1, D, D) + lin(1, E, D) + lin(1, D, D)  # timestep and pooled text
+    f += cfg.text_refiner_depth * (lin(L, D, 3 * D) + attn(L, L) + lin(L, D, D) + lin(L, D, M) + lin(L, M, D))
     for i in range(cfg.depth):
         if cfg.conditioning == "cross":
             f += lin(1, D, 6 * D)  # adaLN

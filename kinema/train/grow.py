@@ -105,13 +105,18 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
     old, new = trained.cfg, model.cfg
     differ = [f"{f}: {getattr(old, f)} vs {getattr(new, f)}" for f in SAME_FIELDS if getattr(old, f) != getattr(new, f)]
     if differ:
-        raise ValueError(f"init_from '{folder}': only depth, in_channels and patch_size may differ from the "
+        raise ValueError(f"init_from '{folder}': only depth, text_refiner_depth, in_channels and patch_size may "
+                         "differ from the "
                          "new model; also differs: "
                          + "; ".join(differ))
     if new.conditioning != "cross" and new.depth != old.depth:
         raise ValueError("growing depth is supported for conditioning = 'cross' only (a joint model's last "
                          "block has no text stream, so it cannot be repeated as the identity)")
+    if old.text_refiner_depth not in (0, new.text_refiner_depth):
+        raise ValueError(f"init_from '{folder}': text_refiner_depth {old.text_refiner_depth} -> "
+                         f"{new.text_refiner_depth}; a refiner can only be added to a model without one, or kept")
     state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
+    state.update({k: v for k, v in model.state_dict().items() if k.startswith("text_refiner.") and k not in state})
     new_latents = [f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in LATENT_FIELDS if getattr(old, f) != getattr(new, f)]
     if not trunk_only and old.in_channels == new.in_channels and patch_ratio(old.patch_size, new.patch_size):
         state = repatch_state_dict(state, old.patch_size, new.patch_size, old.in_channels)
