@@ -6,6 +6,11 @@ Prompts 200.. of the shapes-v1-trained suite (the adherence protocol takes promp
 docs/default-model.md), one video each, judged; every setting sees the same prompts and seeds.
 Prints adherence and per-attribute rates per setting; the best one goes into the model with
 `kinema export MODEL_DIR --out DIR --guidance G --steps S --shift A`.
+
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"):
+`--guide-model DIT_DIR --autoguidance W ...` adds W - 1 times (v_model(c) - v_guide(c)) to the
+classifier-free-guided velocity, the guide being a weaker model on the same latents and text
+encoder (an earlier Kinema default, say); `--guidance 1 --autoguidance W` is autoguidance alone.
 """
 from __future__ import annotations
 
@@ -18,8 +23,34 @@ import torch
 
 from kinema.eval.suite import run_suite, suite_prompts
 from kinema.pipelines import KinemaPipeline
+from kinema.pipelines.pipeline import dit_folder, load_dit
 
 TUNE_FIRST = 200  # the adherence protocol uses prompts 0..199
+
+
+class Autoguided(torch.nn.Module):
+    """Stands in for the pipeline's DiT. The pipeline calls it on [x; x] with [cond; uncond] and
+    combines the halves by classifier-free guidance at scale `PASS_THROUGH`; it returns the final
+    velocity in both halves, which that combination leaves as it is."""
+
+    PASS_THROUGH = 2.0  # cfg_combine(v, v, s) = v for any s != 1 (1 would skip the uncond half)
+
+    def __init__(self, model, guide, guidance: float, autoguidance: float):
+        super().__init__()
+        self.model, self.guide, self.cfg = model, guide, model.cfg
+        self.guidance, self.autoguidance = guidance, autoguidance
+
+    def forward(self, x, t, text, mask):
+        B = x.shape[0] // 2
+        if self.guidance == 1.0:
+            v_cond = self.model(x[:B], t[:B], text[:B], mask[:B])
+            v = v_cond
+        else:
+            v_cond, v_uncond = self.model(x, t, text, mask).chunk(2)
+            v = v_cond + (self.guidance - 1.0) * (v_cond - v_uncond)
+        if self.autoguidance != 1.0:
+            v = v + (self.autoguidance - 1.0) * (v_cond - self.guide(x[:B], t[:B], text[:B], mask[:B]))
+        return torch.cat([v, v])
 
 
 def main() -> None:
@@ -30,23 +61,30 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[4.0])
     ap.add_argument("--steps", type=int, nargs="+", default=[30])
     ap.add_argument("--shift", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--guide-model", help="a weaker DiT (folder) for --autoguidance")
+    ap.add_argument("--autoguidance", type=float, nargs="+", default=[1.0])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write the table here too")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     pipe = KinemaPipeline.from_pretrained(a.model)
+    model = pipe.dit
+    guide = load_dit(dit_folder(a.guide_model)).eval() if a.guide_model else None
+    if guide is None and a.autoguidance != [1.0]:
+        ap.error("--autoguidance needs --guide-model")
     prompts = suite_prompts(a.suite, TUNE_FIRST + a.prompts)[TUNE_FIRST:]
     rows = []
-    for g, s, sh in itertools.product(a.guidance, a.steps, a.shift):
+    for g, s, sh, ag in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance):
         pipe.defaults.shift = sh
+        pipe.dit, scale = (model, g) if ag == 1.0 else (Autoguided(model, guide, g, ag), Autoguided.PASS_THROUGH)
         t0 = time.perf_counter()
-        run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=g, progress=False)
+        run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=scale, progress=False)
         summary = run.summary()
         by = {k: round(v["rate"], 3) for k, v in summary["by_attribute"].items()}
         objects = {f"{k}_object{'s' * (k == '2')}": round(v["rate"], 3) for k, v in summary["by_objects"].items() if v["videos"]}
         motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
-        rows.append({"guidance": g, "steps": s, "shift": sh, "adherence": round(summary["rate"], 3), **by, **objects,
+        rows.append({"guidance": g, "steps": s, "shift": sh, **({"autoguidance": ag} if guide else {}), "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)

@@ -181,3 +181,26 @@ def test_train_step_benchmark_counts_fewer_ops_now(capsys):
     lines = capsys.readouterr().out.splitlines()
     before, now = (int(line.split(":")[1].split()[0]) for line in lines[1:3])
     assert now < before - 500  # fused AdamW and foreach EMA: ~3,100 fewer ops on the default DiT
+
+
+def test_autoguidance_reduces_to_cfg_and_to_nothing_with_the_model_as_guide():
+    """scripts/tune_sampling.py's Autoguided: with autoguidance 1 it is classifier-free guidance; with
+    the model as its own guide the autoguidance term is exactly zero; a weaker guide changes v."""
+    import torch
+
+    from kinema import flow
+
+    tune = pytest.importorskip("tune_sampling")
+    from test_dit import inputs, perturbed, tiny
+
+    model, weaker = perturbed(tiny()), perturbed(tiny(), seed=1)
+    x, t, text, mask = inputs(tiny())
+    xx, tt, cc, mm = torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, torch.zeros_like(text)]), torch.cat([mask, mask])
+    with torch.no_grad():
+        v_cond, v_uncond = model(xx, tt, cc, mm).chunk(2)
+        cfg = flow.cfg_combine(v_cond, v_uncond, 4.0)
+        for guide, ag in ((weaker, 1.0), (model, 3.0)):
+            out = tune.Autoguided(model, guide, 4.0, ag)(xx, tt, cc, mm)
+            torch.testing.assert_close(flow.cfg_combine(*out.chunk(2), tune.Autoguided.PASS_THROUGH), cfg)
+        pure = tune.Autoguided(model, weaker, 1.0, 3.0)(xx, tt, cc, mm).chunk(2)[0]
+        torch.testing.assert_close(pure, v_cond + 2.0 * (v_cond - weaker(x, t, text, mask)))
