@@ -7,12 +7,16 @@ On fresh two-object clips whose objects differ in motion, colour and shape, ever
     motion   the same caption written with the two objects' motions (and speeds) swapped
     colour   ... with their colours swapped
     shape    ... with their shapes swapped
+    wrong    ... with both motions replaced by motions neither object makes
+    reworded the true scene in other words (captions drawn with another seed)
     other    another clip's caption
     empty    no caption
 
 A swapped caption names the same words as the true one, so a model that reads the caption as a
 bag of words scores it like the true one; one that binds each motion to its object scores it
-worse. The binding index of an attribute is (loss swapped - loss true) / (loss empty - loss true):
+worse. `wrong` tells whether the model reads the motion words at all. A swap can change the
+wording around it too (the caption writer draws synonyms from one random stream, so after a swap
+"small circle" may come out "little dot"); `reworded` is the cost of that alone. The binding index of an attribute is (loss swapped - loss true) / (loss empty - loss true):
 0 for no binding, about 1 when the swap costs as much as losing the whole caption.
 
     python scripts/binding_loss.py kinema/weights/default runs/default-refiner/model --clips 96
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -36,12 +41,12 @@ from kinema.pipelines.pipeline import dit_folder, load_dit
 from kinema.text.encoders import load_text_encoder
 from kinema.world import make_clip
 from kinema.world.captions import captions
-from kinema.world.scene import Scene
-from kinema.world.vocab import HELD_OUT_WORDS
+from kinema.world.scene import Scene, allowed_motions
+from kinema.world.vocab import AXIS_MOTIONS, HELD_OUT_WORDS
 from val_loss import losses
 
 SWAPS = {"motion": ("motion", "speed"), "colour": ("colour",), "shape": ("shape",)}
-VARIANTS = ("true", *SWAPS, "other", "empty")
+VARIANTS = ("true", *SWAPS, "wrong", "reworded", "other", "empty")
 
 
 def swapped(scene: Scene, fields: tuple[str, ...]) -> Scene:
@@ -49,6 +54,17 @@ def swapped(scene: Scene, fields: tuple[str, ...]) -> Scene:
     a, b = scene.objects
     return dataclasses.replace(scene, objects=(dataclasses.replace(a, **{f: getattr(b, f) for f in fields}),
                                                dataclasses.replace(b, **{f: getattr(a, f) for f in fields})))
+
+
+def wrong_motions(scene: Scene) -> Scene:
+    """The scene with each object's motion replaced by one that neither object makes (pixels untouched)."""
+    rng = random.Random(scene.seed)
+    taken = {o.motion for o in scene.objects}
+    objects = []
+    for o in scene.objects:
+        motion = rng.choice([m for m in allowed_motions(o.shape, scene.num_frames) if m not in taken])
+        objects.append(dataclasses.replace(o, motion=motion, speed=rng.choice(("slow", "quick")) if motion in AXIS_MOTIONS else None))
+    return dataclasses.replace(scene, objects=tuple(objects))
 
 
 def binding_set(clips: int, seed: int) -> tuple[list[torch.Tensor], dict[str, list[str]]]:
@@ -67,6 +83,8 @@ def binding_set(clips: int, seed: int) -> tuple[list[torch.Tensor], dict[str, li
         texts["true"].append((clip.text, clip.short_text)[kind])
         for name, fields in SWAPS.items():
             texts[name].append(captions(swapped(clip.scene, fields), HELD_OUT_WORDS)[kind])
+        texts["wrong"].append(captions(wrong_motions(clip.scene), HELD_OUT_WORDS)[kind])
+        texts["reworded"].append(captions(dataclasses.replace(clip.scene, seed=clip.scene.seed + 1), HELD_OUT_WORDS)[kind])
         texts["empty"].append("")
     texts["other"] = texts["true"][1:] + texts["true"][:1]
     return frames, texts
@@ -101,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     times = (torch.arange(a.times) + 0.5) / a.times
     print(f"{a.clips} two-object clips; e.g.\n" + "\n".join(f"  {k}: {v[0]!r}" for k, v in texts.items())
           + f"\n({time.perf_counter() - t0:.0f} s)")
-    rows = []
+    rows, swap_costs = [], []
     for m in a.models:
         dit = load_dit(dit_folder(m)).eval()
         per = {k: losses(dit, z, s, mask, times, noise, a.batch).mean(1) for k, (s, mask) in states.items()}  # (n,) each
@@ -113,10 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         for k in SWAPS:
             row[f"binding_{k}"] = row[f"cost_{k}"] / row["cost_empty"] if row["cost_empty"] else None
         rows.append(row)
+        swap_costs.append({k: gap(k) for k in SWAPS})
         print(f"{m}: loss {row['loss_true']:.4f}; cost of a swapped "
               + ", ".join(f"{k} {row[f'cost_{k}']:+.4f} ± {row[f'stderr_{k}']:.4f}" for k in SWAPS)
-              + f"; other caption {row['cost_other']:+.4f}, empty {row['cost_empty']:+.4f}; binding index "
+              + f"; wrong motions {row['cost_wrong']:+.4f}; reworded {row['cost_reworded']:+.4f}; other caption {row['cost_other']:+.4f}, empty {row['cost_empty']:+.4f}; binding index "
               + ", ".join(f"{k} {row[f'binding_{k}'] or 0:.3f}" for k in SWAPS), flush=True)
+    for row, costs in zip(rows[1:], swap_costs[1:]):  # paired by clip against the first model
+        row["vs_first"] = {}
+        for k in SWAPS:
+            d = costs[k] - swap_costs[0][k]
+            row["vs_first"][k] = {"diff": float(d.mean()), "stderr": float(d.std() / np.sqrt(len(d)))}
+        print(f"{row['model']} vs {rows[0]['model']}, cost of a swap (paired): "
+              + ", ".join(f"{k} {v['diff']:+.4f} ± {v['stderr']:.4f}" for k, v in row["vs_first"].items()))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0

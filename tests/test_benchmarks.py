@@ -173,6 +173,8 @@ def test_swapped_scene_exchanges_only_the_named_fields():
     a2, b2 = binding_loss.swapped(scene, ("motion", "speed")).objects
     assert (a2.motion, a2.speed, b2.motion, b2.speed) == (b.motion, b.speed, a.motion, a.speed)
     assert (a2.colour, a2.centroid, b2.shape) == (a.colour, a.centroid, b.shape)
+    a3, b3 = binding_loss.wrong_motions(scene).objects
+    assert {a3.motion, b3.motion}.isdisjoint({a.motion, b.motion}) and (a3.colour, b3.shape) == (a.colour, b.shape)
 
 
 def test_train_step_benchmark_counts_fewer_ops_now(capsys):
