@@ -34,16 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema.autoencoder.vae import CausalVideoVAE
 from kinema.data.loader import to_model_range
 from kinema.data.synth import clip_seed
 from kinema.pipelines.pipeline import dit_folder, load_dit
-from kinema.text.encoders import load_text_encoder
 from kinema.world import make_clip
 from kinema.world.captions import captions
 from kinema.world.scene import Scene, allowed_motions
 from kinema.world.vocab import AXIS_MOTIONS, HELD_OUT_WORDS
-from val_loss import losses
+from val_loss import add_common_args, encode_frames, load_shared_parts, losses
 
 SWAPS = {"motion": ("motion", "speed"), "colour": ("colour",), "shape": ("shape",)}
 VARIANTS = ("true", *SWAPS, "wrong", "reworded", "other", "empty")
@@ -92,25 +90,16 @@ def binding_set(clips: int, seed: int) -> tuple[list[torch.Tensor], dict[str, li
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", help="exported model folders (vae/ + dit/), or a DiT folder after the first")
-    ap.add_argument("--clips", type=int, default=96)
-    ap.add_argument("--times", type=int, default=8, help="K: the grid t = (k + 0.5) / K")
-    ap.add_argument("--seed", type=int, default=11, help="validation world seed (training pools use data.seed 0)")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--json", help="also write the figures here")
+    add_common_args(ap, clips=96, seed=11)
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    first = Path(a.models[0])
-    vae = CausalVideoVAE.from_pretrained(first / "vae").eval()
-    index = json.loads((first / "model_index.json").read_text())
-    encoder = load_text_encoder(index["text_encoder"], max_length=index["text_max_length"])
+    parts = load_shared_parts(a)
+    if parts is None:
+        return 2
+    vae, encoder = parts
     t0 = time.perf_counter()
     frames, texts = binding_set(a.clips, a.seed)
+    z = encode_frames(vae, frames)  # (n, C, T', H', W')
     with torch.no_grad():
-        z = torch.cat([vae.normalize(vae.encode(torch.stack(frames[s:s + 16])).mode())
-                       for s in range(0, len(frames), 16)])  # (n, C, T', H', W')
         states = {k: encoder(v) for k, v in texts.items()}
     L = max(s.shape[1] for s, _ in states.values())  # one length for all variants: pad states and masks
     states = {k: (torch.nn.functional.pad(s, (0, 0, 0, L - s.shape[1])), torch.nn.functional.pad(m, (0, L - m.shape[1])))

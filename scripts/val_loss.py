@@ -39,10 +39,44 @@ def validation_set(vae, encoder, clips: int, seed: int, size: tuple[int, int, in
         texts.append(clip.text if i % 2 == 0 else clip.short_text)
         objects.append(len(clip.scene.objects))
     with torch.no_grad():
-        z = torch.cat([vae.normalize(vae.encode(torch.stack(frames[a:a + 16])).mode())
-                       for a in range(0, clips, 16)])  # (n, C, T', H', W')
         states, mask = encoder(texts)
-    return z, states, mask, torch.tensor(objects)
+    return encode_frames(vae, frames), states, mask, torch.tensor(objects)
+
+
+@torch.no_grad()
+def encode_frames(vae, frames: list[torch.Tensor]) -> torch.Tensor:
+    """(n, C, T', H', W') normalised latents of n clips (3, T, H, W) in model range, 16 at a time."""
+    return torch.cat([vae.normalize(vae.encode(torch.stack(frames[a:a + 16])).mode()) for a in range(0, len(frames), 16)])
+
+
+def add_common_args(ap: argparse.ArgumentParser, clips: int, seed: int) -> None:
+    """The arguments val_loss.py and binding_loss.py share."""
+    ap.add_argument("models", nargs="+", help="exported model folders (vae/ + dit/), or a DiT folder after the first")
+    ap.add_argument("--clips", type=int, default=clips)
+    ap.add_argument("--times", type=int, default=8, help="K: the grid t = (k + 0.5) / K")
+    ap.add_argument("--seed", type=int, default=seed, help="validation world seed (training pools use data.seed 0)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--json", help="also write the figures here")
+
+
+def load_shared_parts(a: argparse.Namespace):
+    """Set --threads; (autoencoder, text encoder) of the first model folder, or None (after an error
+    message) if another model folder has another autoencoder: the loss is on latents, so they must share one."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    models = a.models
+    first = Path(models[0])
+    vae_dir = first / "vae"
+    for m in models[1:]:
+        other = Path(m) / "vae" / CONFIG_NAME
+        if other.is_file() and json.loads(other.read_text()) != json.loads((vae_dir / CONFIG_NAME).read_text()):
+            print(f"error: {m} has another autoencoder than {first}; the loss is on latents, so they must share one",
+                  file=sys.stderr)
+            return None
+    index = json.loads((first / "model_index.json").read_text())
+    return (CausalVideoVAE.from_pretrained(vae_dir).eval(),
+            load_text_encoder(index["text_encoder"], max_length=index["text_max_length"]))
 
 
 @torch.no_grad()
@@ -62,28 +96,13 @@ def losses(dit, z, states, mask, times: torch.Tensor, noise: torch.Tensor, batch
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", help="exported model folders (vae/ + dit/), or a DiT folder after the first")
-    ap.add_argument("--clips", type=int, default=128)
-    ap.add_argument("--times", type=int, default=8, help="K: the grid t = (k + 0.5) / K")
-    ap.add_argument("--seed", type=int, default=7, help="validation world seed (training pools use data.seed 0)")
+    add_common_args(ap, clips=128, seed=7)
     ap.add_argument("--size", type=int, nargs=3, default=(17, 64, 64), metavar=("FRAMES", "H", "W"))
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    first = Path(a.models[0])
-    vae_dir = first / "vae"
-    vae = CausalVideoVAE.from_pretrained(vae_dir).eval()
-    for m in a.models[1:]:
-        other = Path(m) / "vae" / CONFIG_NAME
-        if other.is_file() and json.loads(other.read_text()) != json.loads((vae_dir / CONFIG_NAME).read_text()):
-            print(f"error: {m} has another autoencoder than {first}; the loss is on latents, so they must share one",
-                  file=sys.stderr)
-            return 2
-    index = json.loads((first / "model_index.json").read_text())
-    encoder = load_text_encoder(index["text_encoder"], max_length=index["text_max_length"])
+    parts = load_shared_parts(a)
+    if parts is None:
+        return 2
+    vae, encoder = parts
     t0 = time.perf_counter()
     z, states, mask, objects = validation_set(vae, encoder, a.clips, a.seed, tuple(a.size))
     g = torch.Generator().manual_seed(a.seed)
