@@ -9,6 +9,10 @@ alike, and each median is also given as a ratio to the first model's.
     python benchmarks/generate_speed.py                 # the shipped model, its default settings
     python benchmarks/generate_speed.py --model runs/default/model --runs 5
     python benchmarks/generate_speed.py --model kinema/weights/default --model runs/default-128-export
+    python benchmarks/generate_speed.py --prompt "a tiny red disc drifting right over a grey backdrop" --refine both
+
+`--refine both` times every model with prompt refinement (its default) and with `--no-refine`,
+interleaved: what rewriting the prompt's untrained words costs (kinema/text/refine.py).
 """
 from __future__ import annotations
 
@@ -30,22 +34,26 @@ def main() -> int:
                     help="model folder (default: the shipped model); repeat to time several side by side")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--prompt", default="a big red circle moving right on a gray background")
+    ap.add_argument("--refine", choices=["on", "off", "both"], default="on",
+                    help="prompt refinement: the model's default (on), --no-refine (off), or both interleaved")
     args = ap.parse_args()
-    models = args.model or [None]
-    times: list[list[float]] = [[] for _ in models]  # seconds, per model
+    refine = {"on": [True], "off": [False], "both": [True, False]}[args.refine]
+    runs = [(model, r) for model in (args.model or [None]) for r in refine]
+    times: list[list[float]] = [[] for _ in runs]  # seconds, per (model, refinement)
+    name = lambda model, r: (model or SHIPPED) + ("" if r else ", --no-refine")  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            for m, model in enumerate(models):
+            for m, (model, r) in enumerate(runs):
                 cmd = [sys.executable, "-m", "kinema", "generate", args.prompt, "--out",
                        str(Path(tmp) / f"{m}_{i}.mp4"), "--seed", str(i), "--quiet"] + (["--model", model] if model else [])
                 t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(cmd + ([] if r else ["--no-refine"]), check=True, stdout=subprocess.DEVNULL)
                 times[m].append(time.perf_counter() - t0)
-                print(f"run {i + 1}, {model or SHIPPED}: {times[m][-1]:.2f} s", flush=True)
+                print(f"run {i + 1}, {name(model, r)}: {times[m][-1]:.2f} s", flush=True)
     first = statistics.median(times[0])
-    for m, model in enumerate(models):
+    for m, (model, r) in enumerate(runs):
         median = statistics.median(times[m])
-        print(json.dumps({"model": model or SHIPPED, "runs": times[m], "median_s": median,
+        print(json.dumps({"model": name(model, r), "runs": times[m], "median_s": median,
                           "vs_first": round(median / first, 3)}))
     return 0
 

@@ -115,12 +115,12 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     frames, height, width = pick(a.frames, d.num_frames), pick(a.height, d.height), pick(a.width, d.width)
     steps, guidance = pick(a.steps, d.num_inference_steps), pick(a.guidance, d.guidance_scale)
     pipe.check_inputs(a.prompt, frames, height, width, steps, guidance)  # before any denoising
-    video = pipe(a.prompt, negative_prompt=a.negative, num_frames=frames, height=height, width=width,
-                 num_inference_steps=steps, guidance_scale=guidance,
-                 generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet).frames[0]
-    export_to_video(video, a.out, fps=pick(a.fps, d.fps))
-    print(json.dumps({"out": a.out, "prompt": a.prompt, "seed": a.seed, "num_frames": frames, "height": height,
-                      "width": width, "steps": steps, "guidance": guidance}))
+    result = pipe(a.prompt, negative_prompt=a.negative, num_frames=frames, height=height, width=width,
+                  num_inference_steps=steps, guidance_scale=guidance, refine_prompt=False if a.no_refine else None,
+                  generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet)
+    export_to_video(result.frames[0], a.out, fps=pick(a.fps, d.fps))
+    print(json.dumps({"out": a.out, "prompt": a.prompt, "read_as": result.prompts[0], "seed": a.seed,
+                      "num_frames": frames, "height": height, "width": width, "steps": steps, "guidance": guidance}))
     return 0
 
 
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
     g.add_argument("--fps", type=float)
+    g.add_argument("--no-refine", action="store_true",
+                   help="give the DiT the prompt as written (default: words the model never trained on are "
+                        "rewritten into the nearest ones it did, docs/default-model.md)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
 
@@ -257,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label", help="this model's name in the report (default: the folder name)")
     e.add_argument("--clips", type=int, help="--vae: held-out clips (default 200)")
     e.add_argument("--seed", type=int, help="--vae: held-out world seeds start at 1,000,000,000 + seed (0)")
+    e.add_argument("--no-refine", action="store_const", const=True,
+                   help="the DiT reads the suite's prompts as written (default: the model's prompt refinement)")
     e.add_argument("--threads", type=int, help="torch threads")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_eval)

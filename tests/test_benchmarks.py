@@ -206,3 +206,21 @@ def test_autoguidance_reduces_to_cfg_and_to_nothing_with_the_model_as_guide():
             torch.testing.assert_close(flow.cfg_combine(*out.chunk(2), tune.Autoguided.PASS_THROUGH), cfg)
         pure = tune.Autoguided(model, weaker, 1.0, 3.0)(xx, tt, cc, mm).chunk(2)[0]
         torch.testing.assert_close(pure, v_cond + 2.0 * (v_cond - weaker(x, t, text, mask)))
+
+
+def test_caption_vocab_writes_the_pool_words_of_a_config(tmp_path, capsys):
+    """scripts/caption_vocab.py counts the words of the config's pool captions into a model folder,
+    held-out wording excluded as the config says."""
+    import caption_vocab
+
+    from kinema.text.refine import load_vocabulary
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    (tmp_path / "model_index.json").write_text("{}")
+    assert caption_vocab.main([str(ROOT / "configs" / "default-gpu.toml"), str(tmp_path),
+                               "--set", "data.num_clips=40", "--set", "data.workers=0"]) == 0
+    words = load_vocabulary(tmp_path)
+    assert json.loads(capsys.readouterr().out)["words"] == len(words)
+    assert {"a", "background", "red"} <= set(words) and not set(words) & set(HELD_OUT_WORDS)
+    with pytest.raises(SystemExit, match="not a model folder"):
+        caption_vocab.main([str(ROOT / "configs" / "default-gpu.toml"), str(tmp_path / "none")])

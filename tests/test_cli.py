@@ -112,7 +112,8 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     (tmp_path / "vae" / "log.jsonl").write_text("{}\n")  # training leftovers must not travel
     cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
     model = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32,
-                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2))
+                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2),
+                                 vocabulary={"a": 2, "red": 1, "ball": 1}, vocabulary_source="test")
     with torch.no_grad():  # a decoder fine-tune: same encoder and factors, new decoder
         for p in vae.decoder.parameters():
             p.add_(0.01)
@@ -121,9 +122,10 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     assert main(["export", str(model), "--out", str(out), "--vae", str(tmp_path / "decoder"), "--guidance", "3.5",
                  "--shift", "2"]) == 0
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert names == ["dit/config.json", "dit/model.safetensors", "model_index.json", "vae/config.json",
-                     "vae/model.safetensors"]
+    assert names == ["caption_vocab.json", "dit/config.json", "dit/model.safetensors", "model_index.json",
+                     "vae/config.json", "vae/model.safetensors"]
     pipe = KinemaPipeline.from_pretrained(out)
+    assert pipe.refiner.vocabulary == {"a": 2, "red": 1, "ball": 1}
     assert (pipe.defaults.guidance_scale, pipe.defaults.num_inference_steps, pipe.defaults.shift) == (3.5, 2, 2.0)
     for a, b in zip(pipe.vae.decoder.parameters(), vae.decoder.parameters()):
         assert torch.equal(a, b)

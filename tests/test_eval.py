@@ -15,6 +15,7 @@ from kinema.eval.frechet import FD_HAND_DIMS, I3DFeatures, feature_sets, frechet
 from kinema.eval.judge import judge
 from kinema.eval.quality import VideoAnalysis
 from kinema.eval.suite import ATTRIBUTES, attribute_outcomes, run_suite, suite_hash, suite_prompts, video_seed
+from kinema.text.refine import caption_words
 from kinema.world import make_clip
 
 # world seeds, with num_objects=1:
@@ -216,9 +217,11 @@ def tiny_model(tmp_path_factory):
     vae = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
     vae.save_pretrained(root / "vae_src")
     cfg = dit_config("dit-t", hidden_size=48, depth=2, num_heads=2, in_channels=4, text_dim=384)
+    vocabulary = caption_words(p.text for p in suite_prompts("shapes-v1", 4))
+    vocabulary.pop("background", None)  # an untrained word for the prompt refiner
     return save_pipeline_folder(root / "model", root / "vae_src", DiT(cfg), cfg, "minilm", 32,
                                 PipelineDefaults(num_frames=5, height=32, width=32, num_inference_steps=2,
-                                                 guidance_scale=2.0))
+                                                 guidance_scale=2.0), vocabulary, "test")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +231,7 @@ def reports(tiny_model, tmp_path_factory):
     assert main([*args, "--out", str(out / "a"), "--label", "tiny-a", "--width", "32", "--height", "32",
                  "--frames", "5"]) == 0
     # No size flags: the model's own defaults (32x32x5 in its model_index.json), not 64x64x17.
-    assert main([*args, "--out", str(out / "b"), "--label", "tiny-b", "--steps", "1",
+    assert main([*args, "--out", str(out / "b"), "--label", "tiny-b", "--steps", "1", "--no-refine",
                  "--compare", str(out / "a")]) == 0
     return out
 
@@ -239,6 +242,11 @@ def test_eval_writes_json_html_and_gifs(reports):
     assert r["suite"]["name"] == "shapes-v1" and r["suite"]["prompts"] == 4 and r["suite"]["videos_per_prompt"] == 2
     assert (r["suite"]["width"], r["suite"]["height"], r["suite"]["num_frames"]) == (32, 32, 5)
     assert len(r["videos"]) == 8 and {v["seed"] for v in r["videos"]} == {0, 1, 1000, 1001, 2000, 2001, 3000, 3001}
+    # prompt refinement is the model's default; "read_as" records what the DiT read where it differs
+    background = [v for v in r["videos"] if "background" in v["text"]]
+    assert r["suite"]["refine_prompt"] is True and background
+    assert all(v["read_as"] != v["text"] and "background" not in v["read_as"].lower() for v in background
+               if v["read_as"] is not None)
     assert r["adherence"]["videos"] == 8 and "by_objects" in r["adherence"]
     for k in quality.METRICS:
         assert k in r["quality"]["generated"] and k in r["quality"]["real"]
@@ -260,6 +268,8 @@ def test_compare_puts_two_models_side_by_side(reports, tmp_path):
     assert "<title>Kinema eval: tiny-b vs tiny-a on shapes-v1</title>" in page
     suite = json.loads((reports / "b" / "report.json").read_text())["suite"]
     assert (suite["width"], suite["height"], suite["num_frames"], suite["num_inference_steps"]) == (32, 32, 5, 1)
+    assert suite["refine_prompt"] is False
+    assert all(v["read_as"] is None for v in json.loads((reports / "b" / "report.json").read_text())["videos"])
     assert page.count("Samples: ") == 2 and "tiny-a" in page and "tiny-b" in page
     assert main(["eval", "--report", str(reports / "a"), "--compare", str(reports / "b" / "report.json"),
                  "--out", str(tmp_path / "c")]) == 0

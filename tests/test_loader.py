@@ -82,6 +82,18 @@ def test_csv_videos_are_bucketed_by_aspect_and_fitted(tmp_path):
     keys = {k for step in range(8) for k in b.batch(step)["keys"]}  # every video has been read once now
     lazy = b.batch(3, skip=keys.__contains__)  # a cached clip is not read again
     assert lazy["video"] is None and lazy["keys"] == b.batch(3)["keys"]
+    # every caption a model can learn from: the bucketed rows (not the 3-frame video), text and short text
+    assert sorted(b.training_captions()) == sorted(["video 0", "video 1", "video 2"] * 2)
+
+
+def test_training_captions_of_a_world_pool_and_stream():
+    from kinema.world.vocab import HELD_OUT_WORDS
+    pool = VideoBatches(DataConfig(num_clips=6, caption="short_text", hold_out_wording=True), 2)
+    texts = pool.training_captions()
+    seen = {t for s in range(6) for t in pool.batch(s)["text"]}  # 2 epochs of the 6 clips
+    assert len(texts) == 6 and set(texts) == seen
+    stream = VideoBatches(DataConfig(caption="both", hold_out_wording=True), 2).training_captions(fresh_sample=50)
+    assert len(stream) == 100 and not {w for t in stream for w in t.lower().replace(".", "").split()} & set(HELD_OUT_WORDS)
 
 
 def test_csv_without_sizes_asks_for_fill(tmp_path):

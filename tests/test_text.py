@@ -117,6 +117,16 @@ def _masked_mean(states, mask):
 
 # ---- the real MiniLM -----------------------------------------------------------------------------
 
+def test_embed_is_the_masked_mean_of_encode_and_word_vectors_skip_special_tokens(minilm):
+    texts = ["a tiny red disc", "a big blue square sinking on a gray background", ""]
+    pooled = torch.nn.functional.normalize(_masked_mean(*minilm.encode(texts)), dim=-1)
+    assert torch.allclose(minilm.embed(texts), pooled, atol=1e-5)  # padded to the longest, not max_length
+    table = minilm.model.get_input_embeddings().weight
+    ids = minilm.tokenizer(["up-right"])["input_ids"][0][1:-1]  # without [CLS] and [SEP]
+    expected = torch.nn.functional.normalize(table[ids].mean(0), dim=0)
+    assert torch.allclose(minilm.word_vectors(["up-right", "red"])[0], expected, atol=1e-6)
+
+
 def test_minilm_shapes_mask_and_frozen(minilm):
     assert (minilm.name, minilm.spec, minilm.dim, minilm.max_length) == (MINILM, "minilm", 384, 32)
     states, mask = minilm.encode(TEXTS[:2])

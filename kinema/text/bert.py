@@ -99,6 +99,9 @@ class BertEncoder(nn.Module):
             x = layer(x, mask)
         return SimpleNamespace(last_hidden_state=x)
 
+    def get_input_embeddings(self) -> nn.Embedding:  # as transformers' models name it
+        return self.embeddings.word_embeddings
+
     @classmethod
     def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> "BertEncoder":
         from safetensors.torch import load_file

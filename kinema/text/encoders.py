@@ -53,8 +53,24 @@ class TextEncoder:
     def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode(texts)
 
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """(B, dim) sentence embeddings: the states' masked mean, unit length (the pooling
+        all-MiniLM-L6-v2 was trained with). What the prompt refiner compares prompts by."""
+        return masked_mean_unit(*self.encode(texts))
+
+    def word_vectors(self, words: list[str]) -> torch.Tensor | None:
+        """(N, dim) unit input-embedding vectors of words (mean over a word's tokens), or None
+        when the encoder has no input embedding table to read (then every candidate is tried)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, max_length={self.max_length})"
+
+
+def masked_mean_unit(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) states and (B, L) mask -> (B, D): the mean over real tokens, L2-normalised."""
+    m = mask.to(states.dtype).unsqueeze(-1)
+    return torch.nn.functional.normalize((states * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
 
 
 def check_texts(texts) -> list[str]:
@@ -114,6 +130,30 @@ class HFTextEncoder(TextEncoder):
         out = self.model(**inputs).last_hidden_state  # (B, L, dim)
         states = out.float() * mask.to(self.device)[..., None]  # zero the padding positions
         return states, mask.to(self.device)
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """As TextEncoder.embed, padded to the longest text rather than max_length: the same
+        numbers (padding is masked), a fraction of the work on short prompts."""
+        texts = check_texts(texts)
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        mask = tok["attention_mask"].bool()
+        mask[~mask.any(dim=1), 0] = True
+        inputs = {k: v.to(self.device) for k, v in tok.items() if k in self._inputs}
+        inputs["attention_mask"] = mask.long().to(self.device)
+        return masked_mean_unit(self.model(**inputs).last_hidden_state.float(), mask.to(self.device))
+
+    @torch.no_grad()
+    def word_vectors(self, words: list[str]) -> torch.Tensor | None:
+        table = getattr(self.model, "get_input_embeddings", lambda: None)()
+        if table is None:
+            return None
+        special = set(self.tokenizer([""])["input_ids"][0])  # [CLS]/[SEP], </s>, ...: not the word's
+        rows = []
+        for ids in self.tokenizer(list(words))["input_ids"]:
+            ids = [i for i in ids if i not in special] or ids
+            rows.append(table.weight[torch.tensor(ids, device=table.weight.device)].float().mean(0))
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1).cpu()
 
     def _warn_if_truncated(self, texts: list[str], mask: torch.Tensor) -> None:
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]

@@ -29,6 +29,7 @@ from ..config import to_dict
 from ..data.loader import VideoBatches
 from ..models.dit import DiT
 from ..text import CachedTextEncoder, load_text_encoder
+from ..text.refine import caption_words
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
@@ -162,6 +163,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     t_last, samples_since = time.perf_counter(), 0
     loss_value = float("nan")
     done, stopping = start, False
+    vocabulary = None  # the data's caption words, counted at the first export (kinema/text/refine.py)
     with StopRequest() as stop, contextlib.closing(data), bar:  # the render workers and the bar end on any exit
         for step in range(start, cfg.steps):
             batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
@@ -207,7 +209,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                 _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
             if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):  # a stop keeps its steps
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
-                _export(cfg, ema or model, dit_cfg, out / "model")  # so a run can be evaluated midway
+                vocabulary = vocabulary or caption_words(data.training_captions())
+                _export(cfg, ema or model, dit_cfg, out / "model", vocabulary)  # so a run can be evaluated midway
             if stopping:
                 break
     if stopping:
@@ -217,7 +220,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                        "the same command resumes")
         raise KeyboardInterrupt
     if d.is_main and start == cfg.steps:  # resumed a finished run: nothing trained, model/ as it was
-        _export(cfg, ema or model, dit_cfg, out / "model")
+        with contextlib.closing(data):
+            _export(cfg, ema or model, dit_cfg, out / "model", caption_words(data.training_captions()))
     return {"out_dir": str(out), "steps": cfg.steps, "resumed_from": start, "final_loss": loss_value,
             "world_size": d.world_size}
 
@@ -265,9 +269,10 @@ def _latents(vae, batch: dict, cache: LatentCache | None, d: Dist) -> torch.Tens
     return torch.stack([fresh[i] if i in fresh else cache[k] for i, k in enumerate(keys)]).to(d.device)
 
 
-def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path) -> None:
-    """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept). Built aside
-    and swapped in, so an eval reading it midway never sees a half-written folder."""
+def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vocabulary) -> None:
+    """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept), with the
+    training vocabulary its prompt refiner reads. Built aside and swapped in, so an eval reading it
+    midway never sees a half-written folder."""
     from ..pipelines.pipeline import PipelineDefaults, built_aside, save_pipeline_folder
 
     f, h, w = cfg.data.buckets[0]
@@ -276,7 +281,17 @@ def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path) ->
                              text_max_length=cfg.text_max_length,
                              defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
                                                        num_inference_steps=cfg.sample_steps,
-                                                       guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift))
+                                                       guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift),
+                             vocabulary=vocabulary, vocabulary_source=vocabulary_source(cfg))
+
+
+def vocabulary_source(cfg: DiTTrainConfig) -> str:
+    d = cfg.data
+    if d.source == "csv":
+        return f"every caption of {d.csv}"
+    pool = f"the {d.num_clips}-clip world pool" if d.num_clips is not None else "4,000 clips of the fresh world stream"
+    held = ", held-out wording excluded" if d.hold_out_wording else ""
+    return f"{pool} (data.seed {d.seed}, caption '{d.caption}'{held})"
 
 
 def _previews(cfg, dit, vae, text_encoder, folder: Path, step: int) -> None:

@@ -1,0 +1,132 @@
+"""Prompt refinement: rewrite the words a model never trained on into words it did.
+
+A DiT follows only the caption wording its training showed it. A user's synonym ("tiny" where
+training said "small") reaches it only through the text encoder, and a DiT has never seen the
+caption states move in that synonym's direction (docs/default-model.md, "Where the held-out-wording
+failures come from"). DALL-E 3 and Sora close that gap by rewriting the user's prompt into the style
+of the training captions with a large language model. Kinema ships no LLM, so it does the part it
+can with the text encoder it already has: each word of the prompt that is not in the model's
+**training vocabulary** (`caption_vocab.json`, written beside the weights) is replaced by the
+training word that best restores the sentence's meaning, judged by the encoder's own sentence
+embedding (mean-pooled states, L2-normalised: all-MiniLM-L6-v2's pooling).
+
+For an unknown word w in prompt P, with P-w the prompt without it and P[w->v] with v in its place:
+
+    restored(v) = (cos(P[w->v], P) - cos(P-w, P)) / (1 - cos(P-w, P))
+
+the share of the meaning lost by deleting w that v brings back. The candidates v are the
+`shortlist` (16) training words whose input embeddings lie nearest w's (all of them when the
+encoder exposes no embedding table): that keeps a prompt's cost to ~17 short encodes a word, and
+keeps the rewrite lexically close (the sentence alone would take "disc" -> "and"). The best v replaces w when
+restored(v) >= `min_restored` (0.15); otherwise w stays as written (the encoder knows no trained
+word like it, and deleting a word the user wrote would be worse). Words are taken left to right,
+each judged in the prompt as rewritten so far. A prompt whose words are all trained comes back
+unchanged, so refinement never alters what a model does on its own training wording.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+VOCAB_FILE = "caption_vocab.json"
+WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")  # "up-right" and "don't" are one word
+MIN_RESTORED = 0.15
+SHORTLIST = 16
+
+
+def caption_words(texts: Iterable[str]) -> Counter:
+    """How often each (lower-case) word appears in `texts`."""
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(m.lower() for m in WORD.findall(text))
+    return counts
+
+
+def save_vocabulary(folder: str | Path, counts: dict[str, int], source: str) -> Path:
+    """Write a model folder's training vocabulary (word -> count, and where it came from)."""
+    path = Path(folder) / VOCAB_FILE
+    path.write_text(json.dumps({"source": source, "words": dict(sorted(counts.items()))}, indent=0))
+    return path
+
+
+def load_vocabulary(folder: str | Path) -> Counter | None:
+    """A model folder's training vocabulary, or None if it has none (older folders)."""
+    path = Path(folder) / VOCAB_FILE
+    if not path.is_file():
+        return None
+    words = json.loads(path.read_text()).get("words")
+    if not isinstance(words, dict) or not words:
+        raise ValueError(f"{path}: no 'words' table; rewrite it with scripts/caption_vocab.py")
+    return Counter(words)
+
+
+@dataclass
+class Refinement:
+    text: str  # the prompt as the DiT will read it
+    changes: list[tuple[str, str | None, float]] = field(default_factory=list)  # (word, new word or None: kept, restored)
+
+    @property
+    def changed(self) -> bool:
+        return any(new is not None for _, new, _ in self.changes)
+
+
+class PromptRefiner:
+    """refiner(prompt) -> Refinement; see the module docstring for the rule."""
+
+    def __init__(self, text_encoder, vocabulary: Counter, min_restored: float = MIN_RESTORED,
+                 shortlist: int = SHORTLIST):
+        if not vocabulary:
+            raise ValueError("a prompt refiner needs a non-empty training vocabulary")
+        self.encoder, self.min_restored, self.shortlist = text_encoder, min_restored, shortlist
+        self.vocabulary = Counter(vocabulary)
+        self.known = set(self.vocabulary)
+        self.candidates = sorted(w for w in vocabulary if WORD.fullmatch(w))
+        self._vectors = text_encoder.word_vectors(self.candidates)  # (V, D) or None
+
+    def shortlisted(self, word: str) -> list[str]:
+        """The training words whose input embeddings are nearest `word`'s (all if unknown)."""
+        if self._vectors is None or len(self.candidates) <= self.shortlist:
+            return self.candidates
+        sims = self._vectors @ self.encoder.word_vectors([word.lower()])[0]  # (V,)
+        return [self.candidates[i] for i in sims.topk(self.shortlist).indices.tolist()]
+
+    def __call__(self, prompt: str) -> Refinement:
+        text, changes, start = prompt, [], 0
+        while (m := WORD.search(text, start)) is not None:
+            word = m.group(0)
+            if word.lower() in self.known:
+                start = m.end()
+                continue
+            candidates = self.shortlisted(word)
+            deleted = _join(text[:m.start()], text[m.end():])
+            options = [deleted] + [text[:m.start()] + _same_case(word, v) + text[m.end():] for v in candidates]
+            e = self.encoder.embed([text] + options)  # (2 + V, D)
+            sims = e[1:] @ e[0]  # (1 + V,): cos(option, prompt so far)
+            lost = float(1 - sims[0])
+            best = int(sims[1:].argmax())
+            restored = float(sims[1 + best] - sims[0]) / lost if lost > 1e-6 else 0.0
+            if restored >= self.min_restored:
+                new = candidates[best]
+                changes.append((word, new, restored))
+                text = options[1 + best]
+                start = m.start() + len(new)
+            else:
+                changes.append((word, None, restored))
+                start = m.end()
+        return Refinement(text, changes)
+
+
+def _same_case(original: str, word: str) -> str:
+    return word[:1].upper() + word[1:] if original[:1].isupper() else word
+
+
+def _join(before: str, after: str) -> str:
+    """`before` + `after` with the deleted word's spaces collapsed."""
+    if before.endswith(" ") and (after.startswith(" ") or not after or after[0] in ".,;:!?"):
+        before = before[:-1]
+    return (before + after).strip()

@@ -1,0 +1,117 @@
+"""Prompt refinement (kinema/text/refine.py): words outside the training vocabulary are rewritten
+into the trained word that restores the sentence embedding best, or kept."""
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from kinema.text import TextEncoder, load_text_encoder
+from kinema.text.refine import (MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_words, load_vocabulary,
+                                save_vocabulary)
+
+
+class BagOfWords(TextEncoder):
+    """A stand-in encoder: each word's state is a fixed vector (unknown words: a hashed one), so
+    sentence embeddings and the restored share can be worked out by hand. It has no input
+    embedding table (word_vectors None), so the refiner tries every training word."""
+    name, max_length = "bag-of-words", 16
+
+    def __init__(self, vectors: dict[str, list[float]], dim: int = 5):
+        self.vectors, self.dim, self.calls = vectors, dim, 0
+
+    def vec(self, word: str) -> torch.Tensor:
+        if word in self.vectors:
+            return torch.tensor(self.vectors[word], dtype=torch.float32)
+        return torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, word))))
+
+    def encode(self, texts):
+        self.calls += 1
+        words = [t.lower().replace(".", " ").split() for t in texts]
+        L = max(len(w) for w in words)
+        states, mask = torch.zeros(len(texts), L, self.dim), torch.zeros(len(texts), L, dtype=torch.bool)
+        for i, ws in enumerate(words):
+            for j, w in enumerate(ws):
+                states[i, j], mask[i, j] = self.vec(w), True
+        return states, mask
+
+
+VECTORS = {"a": [0, 0, 0, 1, 0], "red": [1, 0, 0, 0, 0], "ball": [0, 1, 0, 0, 0], "big": [0, 0, 1, 0, 0],
+           "huge": [0, 0.1, 0.99, 0, 0], "zzz": [0, 0, 0, 0, 1]}
+VOCAB = Counter({"a": 3, "red": 2, "ball": 2, "big": 1})
+
+
+def test_a_prompt_in_the_vocabulary_comes_back_as_written_without_encoding():
+    enc = BagOfWords(VECTORS)
+    out = PromptRefiner(enc, VOCAB)("A big red ball.")
+    assert out.text == "A big red ball." and out.changes == [] and not out.changed and enc.calls == 0
+
+
+def test_an_unknown_word_near_a_trained_one_is_replaced_keeping_case_and_punctuation():
+    out = PromptRefiner(BagOfWords(VECTORS), VOCAB)("Huge red ball, a ball.")
+    assert out.text == "Big red ball, a ball."
+    (word, new, restored), = out.changes
+    assert (word, new) == ("Huge", "big") and restored > 0.9
+
+
+def test_the_restored_share_is_the_rule():
+    """zzz is orthogonal to every trained word: no candidate restores >= MIN_RESTORED, so it stays;
+    with a threshold below its best share it is replaced by that best word."""
+    enc = BagOfWords(VECTORS)
+    kept = PromptRefiner(enc, VOCAB)("a red zzz ball")
+    (word, new, restored), = kept.changes
+    assert kept.text == "a red zzz ball" and new is None and restored < MIN_RESTORED
+    # the same share, computed by hand from the definition
+    def emb(t):
+        s, m = enc.encode([t])
+        return torch.nn.functional.normalize(s[0, m[0]].mean(0), dim=0)
+    p = emb("a red zzz ball")
+    cos_del = float(emb("a red ball") @ p)
+    best = max(float(emb(f"a red {v} ball") @ p) for v in VOCAB)
+    assert restored == pytest.approx((best - cos_del) / (1 - cos_del), abs=1e-5)
+    loose = PromptRefiner(enc, VOCAB, min_restored=restored - 1e-3)("a red zzz ball")
+    assert loose.changed and "zzz" not in loose.text
+
+
+def test_vocabulary_counts_save_and_load(tmp_path):
+    counts = caption_words(["A big red ball moves up-right.", "a ball"])
+    assert counts == Counter({"a": 2, "ball": 2, "big": 1, "red": 1, "moves": 1, "up-right": 1})
+    assert load_vocabulary(tmp_path) is None  # an older model folder: no refinement
+    save_vocabulary(tmp_path, counts, "test")
+    assert load_vocabulary(tmp_path) == counts
+    assert json.loads((tmp_path / VOCAB_FILE).read_text())["source"] == "test"
+    (tmp_path / VOCAB_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="no 'words'"):
+        load_vocabulary(tmp_path)
+    with pytest.raises(ValueError, match="non-empty"):
+        PromptRefiner(BagOfWords(VECTORS), Counter())
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_text_encoder("minilm", max_length=40)
+
+
+def test_minilm_maps_held_out_synonyms_to_trained_words(minilm):
+    """With the real encoder and a vocabulary of world captions without the held-out wording,
+    "tiny", "grey" and "backdrop" come back as "small", "gray" and "background"."""
+    vocab = caption_words(["a small red circle moving right on a gray background",
+                           "a big blue square sinking over a black background", "a little green dot"])
+    out = PromptRefiner(minilm, vocab)("a tiny red circle moving right on a grey backdrop")
+    assert out.text == "a small red circle moving right on a gray background", out.changes
+
+
+class WithTable(BagOfWords):
+    """The same, with an input embedding table: the words' own vectors."""
+
+    def word_vectors(self, words):
+        return torch.nn.functional.normalize(torch.stack([self.vec(w) for w in words]), dim=-1)
+
+
+def test_candidates_are_the_nearest_training_words_by_input_embedding():
+    vocab = Counter({w: 1 for w in ("a", "red", "ball", "big", "bigger", "small", "blue")})
+    refiner = PromptRefiner(WithTable({**VECTORS, "bigger": [0, 0, 0.9, 0, 0.1], "small": [0, 0, -1, 0, 0],
+                                       "blue": [0.9, 0, 0, 0, 0.1]}), vocab, shortlist=2)
+    assert set(refiner.shortlisted("huge")) == {"big", "bigger"}
+    assert refiner("a huge red ball").text == "a big red ball"
+    assert PromptRefiner(BagOfWords(VECTORS), vocab, shortlist=2).shortlisted("huge") == sorted(vocab)
