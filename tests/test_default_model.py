@@ -17,13 +17,25 @@ PROMPT, SEED = "a big red circle moving right on a gray background", 0
 def test_shipped_weights_are_safetensors_within_budget():
     files = [p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()]
     names = sorted(p.relative_to(DEFAULT_MODEL_DIR).as_posix() for p in files)
-    assert names == ["dit/config.json", "dit/model.safetensors", "model_index.json",
+    assert names == ["caption_vocab.json", "dit/config.json", "dit/model.safetensors", "model_index.json",
                      "vae/config.json", "vae/model.safetensors"], names
     assert sum(p.stat().st_size for p in files) <= 60 * 2**20
     index = json.loads((DEFAULT_MODEL_DIR / "model_index.json").read_text())
     assert index["text_encoder"] == "minilm"  # the PyPI-shipped encoder: nothing to download
     d = index["defaults"]
     assert (d["num_frames"], d["height"], d["width"]) == (17, 64, 64)
+
+
+def test_shipped_vocabulary_holds_out_the_held_out_wording_and_refines_it():
+    """The shipped caption_vocab.json is the training pool's wording (no held-out word), and the
+    shipped model's prompt refinement brings held-out words back to trained ones."""
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    pipe = KinemaPipeline.from_pretrained()
+    assert len(pipe.refiner.vocabulary) == 95 and not pipe.refiner.known & set(HELD_OUT_WORDS)
+    assert pipe.refine([PROMPT]) == [PROMPT]
+    assert pipe.refine(["a tiny red circle moving right on a grey backdrop"]) == \
+        ["a small red circle moving right on a gray background"]
 
 
 def test_default_model_follows_a_fixed_prompt():
