@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -224,3 +225,20 @@ def test_caption_vocab_writes_the_pool_words_of_a_config(tmp_path, capsys):
     assert {"a", "background", "red"} <= set(words) and not set(words) & set(HELD_OUT_WORDS)
     with pytest.raises(SystemExit, match="not a model folder"):
         caption_vocab.main([str(ROOT / "configs" / "default-gpu.toml"), str(tmp_path / "none")])
+
+
+def test_composed_sampling_at_weight_zero_is_the_pipeline_and_object_prompts_use_trained_words():
+    import compose_objects
+
+    from kinema.pipelines import KinemaPipeline
+    from kinema.world.parse import parse_prompt
+
+    prompt = "A small purple square falling and bouncing as a big orange triangle moving left; the background is gray"
+    claims = parse_prompt(prompt)
+    assert [compose_objects.object_prompt(o, claims.background) for o in claims.objects] == [
+        "a small purple square bouncing on a gray background", "a big orange triangle moving left on a gray background"]
+    pipe = KinemaPipeline.from_pretrained()
+    pipe.defaults.num_inference_steps = 3
+    plain = pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="uint8", progress=False).frames[0]
+    assert (compose_objects.composed_video(pipe, prompt, 7, 0.0) == plain).all()
+    assert not (compose_objects.composed_video(pipe, prompt, 7, 1.0) == plain).all()
