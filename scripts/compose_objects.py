@@ -27,8 +27,9 @@ from kinema.eval.judge import judge
 from kinema.eval.suite import suite_prompts, video_seed
 from kinema.pipelines import KinemaPipeline
 from kinema.world.parse import ObjectClaim, parse_prompt
+from tune_sampling import TUNE_FIRST  # scripts/: the first tuning prompt (the test takes 0-199)
 
-TUNE_FIRST, TUNE_COUNT = 200, 100
+TUNE_COUNT = 100
 OTHER_MOTIONS = {"still": "staying still", "bouncing": "bouncing", "spinning": "spinning",
                  "growing": "growing", "shrinking": "shrinking"}
 

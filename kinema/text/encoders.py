@@ -116,8 +116,8 @@ class HFTextEncoder(TextEncoder):
             masks.append(m)
         return torch.cat(states), torch.cat(masks)  # (B, L, dim), (B, L)
 
-    def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
+    def _encode_batch(self, texts: list[str], padding: bool | str = "max_length") -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         mask = tok["attention_mask"].bool()  # (B, L)
         # A tokenizer without special tokens gives "" no tokens; an all-False row would make the
@@ -135,13 +135,7 @@ class HFTextEncoder(TextEncoder):
     def embed(self, texts: list[str]) -> torch.Tensor:
         """As TextEncoder.embed, padded to the longest text rather than max_length: the same
         numbers (padding is masked), a fraction of the work on short prompts."""
-        texts = check_texts(texts)
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        mask = tok["attention_mask"].bool()
-        mask[~mask.any(dim=1), 0] = True
-        inputs = {k: v.to(self.device) for k, v in tok.items() if k in self._inputs}
-        inputs["attention_mask"] = mask.long().to(self.device)
-        return masked_mean_unit(self.model(**inputs).last_hidden_state.float(), mask.to(self.device))
+        return masked_mean_unit(*self._encode_batch(check_texts(texts), padding=True))
 
     @torch.no_grad()
     def word_vectors(self, words: list[str]) -> torch.Tensor | None:

@@ -30,6 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 
@@ -86,7 +87,12 @@ class PromptRefiner:
         self.vocabulary = Counter(vocabulary)
         self.known = set(self.vocabulary)
         self.candidates = sorted(w for w in vocabulary if WORD.fullmatch(w))
-        self._vectors = text_encoder.word_vectors(self.candidates)  # (V, D) or None
+
+    @cached_property
+    def _vectors(self):
+        """(V, D) input-embedding vectors of the candidates, or None; read at the first untrained
+        word, so loading a model costs nothing for them."""
+        return self.encoder.word_vectors(self.candidates)
 
     def shortlisted(self, word: str) -> list[str]:
         """The training words whose input embeddings are nearest `word`'s (all if unknown)."""
