@@ -242,3 +242,28 @@ def test_composed_sampling_at_weight_zero_is_the_pipeline_and_object_prompts_use
     plain = pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="uint8", progress=False).frames[0]
     assert (compose_objects.composed_video(pipe, prompt, 7, 0.0) == plain).all()
     assert not (compose_objects.composed_video(pipe, prompt, 7, 1.0) == plain).all()
+
+
+def test_refine_dev_leaves_one_trained_word_out_and_judges_rewrites_by_the_parser(tmp_path, capsys):
+    """scripts/refine_dev.py: dev words are trained synonyms (never held-out words), its captions use
+    the word and no held-out wording, and a rewrite counts as right only when the parser reads the
+    same claims (real MiniLM: "little" is rewritten to "small" in every caption)."""
+    import refine_dev
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    shipped = ROOT / "kinema" / "weights" / "default"
+    words = refine_dev.dev_words(set(json.loads((shipped / "caption_vocab.json").read_text())["words"]))
+    assert {"ball", "little", "moving", "fast"} <= set(words) and not set(words) & set(HELD_OUT_WORDS)
+    assert "triangle" not in words and "gray" not in words  # no trained synonym of one word
+    for text in refine_dev.dev_prompts("dot", 3):
+        said = text.lower()
+        assert "dot" in said and not any(f" {w} " in f" {said} " for w in HELD_OUT_WORDS)
+    assert refine_dev.claims("A small red ball rising.") == refine_dev.claims("A little red circle rising.")
+    assert refine_dev.claims("A small red ball rising.") != refine_dev.claims("A small red ball sinking.")
+    out = tmp_path / "dev.json"
+    assert refine_dev.main([str(shipped), "--captions", "2", "--words", "little", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["word"], r["to"], r["outcome"]) for r in rows] == [("little", "small", "right")] * 2
+    assert "right 2 (100.0 %)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        refine_dev.main([str(shipped), "--words", "disc"])
