@@ -19,8 +19,8 @@ from collections import Counter
 
 import torch
 
-from kinema.text import load_text_encoder
-from kinema.text.refine import WORD, PromptRefiner, load_vocabulary
+from kinema.pipelines import KinemaPipeline
+from kinema.text.refine import WORD, PromptRefiner
 from kinema.world import clip_captions
 from kinema.world import vocab as V
 from kinema.world.parse import PromptError, parse_prompt
@@ -69,18 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write every rewrite here")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    vocab = load_vocabulary(a.model)
-    if vocab is None:
+    shipped = KinemaPipeline.from_pretrained(a.model).refiner  # the model's own encoder, length and rule
+    if shipped is None:
         raise SystemExit(f"{a.model} has no caption_vocab.json (scripts/caption_vocab.py writes one)")
-    encoder = load_text_encoder("minilm", max_length=40)
     total, rows = Counter(), []
-    words = dev_words(set(vocab))
+    words = dev_words(shipped.known)
     for word in a.words or []:
         if word not in words:
             raise SystemExit(f"'{word}' is not a dev word of this vocabulary; they are: {', '.join(words)}")
     for word in a.words or words:
-        refiner = PromptRefiner(encoder, Counter({w: c for w, c in vocab.items() if w != word}))
-        tally = Counter()
+        refiner = PromptRefiner(shipped.encoder, Counter({w: c for w, c in shipped.vocabulary.items() if w != word}),
+                                shipped.min_restored, shipped.shortlist)
+        tally, tos = Counter(), Counter()
         for text in dev_prompts(word, a.captions):
             r = refiner(text)
             new, restored = next(((n, s) for w, n, s in r.changes if w.lower() == word), (None, None))
@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 except PromptError:
                     outcome = "wrong"
             tally[outcome] += 1
+            tos[new] += 1
             rows.append({"word": word, "text": text, "read_as": r.text, "to": new, "restored": restored,
                          "outcome": outcome})
         total.update(tally)
-        tos = Counter(row["to"] for row in rows if row["word"] == word)
         print(f"{word:>11}: right {tally['right']:2d}  wrong {tally['wrong']:2d}  kept {tally['kept']:2d}   "
               + ", ".join(f"{t} {n}" for t, n in tos.most_common(4)), flush=True)
     n = sum(total.values())

@@ -249,10 +249,11 @@ def test_refine_dev_leaves_one_trained_word_out_and_judges_rewrites_by_the_parse
     the word and no held-out wording, and a rewrite counts as right only when the parser reads the
     same claims (real MiniLM: "little" is rewritten to "small" in every caption)."""
     import refine_dev
+    from kinema.text.refine import load_vocabulary
     from kinema.world.vocab import HELD_OUT_WORDS
 
     shipped = ROOT / "kinema" / "weights" / "default"
-    words = refine_dev.dev_words(set(json.loads((shipped / "caption_vocab.json").read_text())["words"]))
+    words = refine_dev.dev_words(set(load_vocabulary(shipped)))
     assert {"ball", "little", "moving", "fast"} <= set(words) and not set(words) & set(HELD_OUT_WORDS)
     assert "triangle" not in words and "gray" not in words  # no trained synonym of one word
     for text in refine_dev.dev_prompts("dot", 3):
