@@ -20,6 +20,7 @@ from collections import Counter
 import torch
 
 from kinema.pipelines import KinemaPipeline
+from kinema.text import load_text_encoder
 from kinema.text.refine import WORD, PromptRefiner
 from kinema.world import clip_captions
 from kinema.world import vocab as V
@@ -67,18 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--words", nargs="+", help="only these left-out words (default: every dev word)")
     ap.add_argument("--json", help="write every rewrite here")
+    ap.add_argument("--encoder", help="refine with this text encoder (a local Hugging Face folder, or "
+                    "'minilm') instead of the model's own")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     shipped = KinemaPipeline.from_pretrained(a.model).refiner  # the model's own encoder, length and rule
     if shipped is None:
         raise SystemExit(f"{a.model} has no caption_vocab.json (scripts/caption_vocab.py writes one)")
+    encoder = shipped.encoder if a.encoder is None else load_text_encoder(a.encoder, shipped.encoder.max_length)
     total, rows = Counter(), []
     words = dev_words(shipped.known)
     for word in a.words or []:
         if word not in words:
             raise SystemExit(f"'{word}' is not a dev word of this vocabulary; they are: {', '.join(words)}")
     for word in a.words or words:
-        refiner = PromptRefiner(shipped.encoder, Counter({w: c for w, c in shipped.vocabulary.items() if w != word}),
+        refiner = PromptRefiner(encoder, Counter({w: c for w, c in shipped.vocabulary.items() if w != word}),
                                 shipped.min_restored, shipped.shortlist)
         tally, tos = Counter(), Counter()
         for text in dev_prompts(word, a.captions):

@@ -266,5 +266,39 @@ def test_refine_dev_leaves_one_trained_word_out_and_judges_rewrites_by_the_parse
     rows = json.loads(out.read_text())
     assert [(r["word"], r["to"], r["outcome"]) for r in rows] == [("little", "small", "right")] * 2
     assert "right 2 (100.0 %)" in capsys.readouterr().out
+    # --encoder: another encoder refines (here MiniLM named explicitly: the same rewrites)
+    assert refine_dev.main([str(shipped), "--captions", "2", "--words", "little", "--encoder", "minilm",
+                            "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == rows
     with pytest.raises(SystemExit):
         refine_dev.main([str(shipped), "--words", "disc"])
+
+
+def test_motion_probe_prompts_clips_and_reversals(capsys):
+    """scripts/motion_probe.py: its prompts are one-object captions whose object makes the motion
+    (no held-out wording), the world clips they describe pass every check and never turn back,
+    and a turn one way then the other is a reversal."""
+    motion_probe = pytest.importorskip("motion_probe")
+    from kinema.eval.judge import judge
+    from kinema.world.parse import parse_prompt
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    prompts = motion_probe.probe_prompts("spinning", 3)
+    for p in prompts:
+        claims = parse_prompt(p)
+        assert [o.motion for o in claims.objects] == ["spinning"]
+        assert not any(f" {w} " in f" {p.lower()} " for w in HELD_OUT_WORDS)
+    clips = motion_probe.probe_clips("spinning", 3)
+    assert all(judge(f, p).passed for f, p in zip(clips, prompts))
+    curves = [motion_probe.turn_curve(f) for f in clips]
+    assert all(len(c) == 4 and abs(c[-1]) >= 90 and not motion_probe.reverses(c) for c in curves)
+    assert motion_probe.reverses([40.0, 10.0, 60.0, 90.0])  # +40, -30, ...
+    assert not motion_probe.reverses([40.0, 45.0, 90.0, 130.0]) and not motion_probe.reverses(None)
+    r = motion_probe.score(clips, prompts, "spinning")
+    assert (r["pass"], r["motion"], r["reversals"], r["n"]) == (3, 3, 0, 3)
+    with pytest.raises(SystemExit):
+        motion_probe.probe_prompts("hovering", 2)
+    shipped = ROOT / "kinema" / "weights" / "default"
+    assert motion_probe.main([str(shipped), "--prompts", "2", "--motion", "growing"]) == 0
+    out = capsys.readouterr().out
+    assert "2 one-object prompts, growing" in out and "world clips" in out and str(shipped) in out

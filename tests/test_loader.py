@@ -199,6 +199,44 @@ def test_object_count_repeats_weight_the_pool_by_object_count():
     assert [k[1] for s in range(6) for k in plain.batch(s)["keys"]] == expected
 
 
+def test_motion_repeats_weight_the_pool_by_motion():
+    from kinema.data.synth import clip_seed
+    from kinema.world.scene import sample_scene
+    cfg = dict(num_clips=40, caption="text", seed=4, buckets=[(17, 64, 64)])
+    spins = {i for i in range(40)
+             if any(o.motion == "spinning" for o in sample_scene(clip_seed(4, i), 64, 64, 17).objects)}
+    assert 0 < len(spins) < 40
+    b = VideoBatches(DataConfig(**cfg, motion_repeats={"spinning": 3}), 1)
+    assert sorted(b._pool) == sorted(i for i in range(40) for _ in range(3 if i in spins else 1))
+    # with object_count_repeats the factors multiply
+    both = VideoBatches(DataConfig(**cfg, motion_repeats={"spinning": 3}, object_count_repeats=[1, 2]), 1)
+    plain2 = VideoBatches(DataConfig(**cfg, object_count_repeats=[1, 2]), 1)
+    assert len(both._pool) == len(plain2._pool) + 2 * sum(plain2._pool.count(i) for i in spins)
+    keys = [both.batch(s)["keys"][0][1] for s in range(len(both._pool))]  # one epoch: each clip its repeats
+    assert sorted(keys) == sorted(clip_seed(4, i) for i in both._pool)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(motion_repeats={"spinning": 2}), "needs source = 'world', num_clips and exactly one bucket"),
+    (dict(num_clips=8, buckets=[(17, 64, 64), (9, 64, 64)], motion_repeats={"spinning": 2}), "exactly one bucket"),
+    (dict(num_clips=8, motion_repeats={"spin": 2}), "unknown motion 'spin'"),
+    (dict(num_clips=8, motion_repeats={"spinning": 0}), "integer >= 1"),
+])
+def test_motion_repeats_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**bad)
+
+
+def test_config_tables_are_typed():
+    from kinema.config import ConfigError, apply_overrides, from_dict
+    data = apply_overrides({"num_clips": 8}, ["motion_repeats={spinning=3}"])
+    assert from_dict(DataConfig, data).motion_repeats == {"spinning": 3}
+    with pytest.raises(ConfigError, match="motion_repeats"):
+        from_dict(DataConfig, {"num_clips": 8, "motion_repeats": {"spinning": "x"}})
+    with pytest.raises(ConfigError, match="motion_repeats"):
+        from_dict(DataConfig, {"num_clips": 8, "motion_repeats": [3]})
+
+
 @pytest.mark.parametrize("bad,message", [
     (dict(object_count_repeats=[1, 2]), "needs source = 'world' and num_clips"),
     (dict(num_clips=8, object_count_repeats=[1]), "two counts"),

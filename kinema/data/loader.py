@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..world import clip_captions, make_clip
-from ..world.scene import num_objects_of
-from ..world.vocab import HELD_OUT_WORDS
+from ..world.scene import num_objects_of, sample_scene
+from ..world.vocab import HELD_OUT_WORDS, MOTIONS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed, worker_pool
 from .video_io import read_video
@@ -36,6 +36,10 @@ class DataConfig:
     # world pool: how many times each 1-object and 2-object clip appears per epoch; [1, 2] trains
     # two-object scenes twice as often. None = once each (the plain pool)
     object_count_repeats: list[int] | None = None
+    # world pool: clips with an object making one of these motions appear this many times more
+    # per epoch (times object_count_repeats), e.g. {spinning = 3}; motions as in vocab.MOTIONS.
+    # Needs one bucket: a clip's motions depend on its frame count. None = no motion weighting
+    motion_repeats: dict[str, int] | None = None
     caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
     exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
     hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
@@ -68,6 +72,15 @@ class DataConfig:
             if len(reps) != 2 or any(not isinstance(r, int) or r < 0 for r in reps) or not any(reps):
                 raise ValueError(f"data.object_count_repeats must be two counts >= 0 (1-object, 2-object "
                                  f"clips per epoch), not both 0; got {reps}")
+        if self.motion_repeats is not None:
+            if self.source != "world" or self.num_clips is None or len(self.buckets) != 1:
+                raise ValueError("data.motion_repeats weights a world pool: it needs source = 'world', "
+                                 "num_clips and exactly one bucket")
+            for motion, r in self.motion_repeats.items():
+                if motion not in MOTIONS:
+                    raise ValueError(f"data.motion_repeats: unknown motion {motion!r}; known: {', '.join(MOTIONS)}")
+                if not isinstance(r, int) or r < 1:
+                    raise ValueError(f"data.motion_repeats[{motion!r}] must be an integer >= 1, got {r!r}")
 
 
 def _world_work(job: tuple) -> tuple[np.ndarray | None, tuple[str, str]]:
@@ -139,8 +152,20 @@ class VideoBatches:
                               for _ in range(reps[num_objects_of(clip_seed(cfg.seed, i)) - 1])]
                 if not self._pool:
                     raise ValueError(f"data.object_count_repeats={reps} leaves no clip of the pool")
+            if cfg.motion_repeats:
+                self._pool = self._weight_by_motion(self._pool)
         if cfg.source == "csv":
             self._assign_csv_buckets(read_metadata(cfg.csv))
+
+    def _weight_by_motion(self, pool: list[int]) -> list[int]:
+        """The pool with each clip repeated motion_repeats[m] times more for the largest such
+        factor among its objects' motions m (scenes drawn, not rendered: ~4 ms a clip)."""
+        f, h, w = self.cfg.buckets[0]
+        factor: dict[int, int] = {}
+        for i in dict.fromkeys(pool):
+            scene = sample_scene(clip_seed(self.cfg.seed, i), w, h, f, self.cfg.fps)
+            factor[i] = max((self.cfg.motion_repeats.get(o.motion, 1) for o in scene.objects), default=1)
+        return [i for i in pool for _ in range(factor[i])]
 
     def _assign_csv_buckets(self, records: list[VideoRecord]) -> None:
         """Each video goes to the bucket closest to its aspect ratio that it has frames for."""
