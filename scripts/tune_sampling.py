@@ -11,10 +11,13 @@ Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version 
 `--guide-model DIT_DIR --autoguidance W ...` adds W - 1 times (v_model(c) - v_guide(c)) to the
 classifier-free-guided velocity, the guide being a weaker model on the same latents and text
 encoder (an earlier Kinema default, say); `--guidance 1 --autoguidance W` is autoguidance alone.
+`--guide-skip-blocks K ...` makes the guide the model itself with blocks K skipped (spatiotemporal
+skip guidance, Hyung et al. 2024, STG-R: a training-free "bad version" aimed at temporal coherence).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import time
@@ -53,6 +56,18 @@ class Autoguided(torch.nn.Module):
         return torch.cat([v, v])
 
 
+def skip_blocks(model: torch.nn.Module, skip: set[int]) -> torch.nn.Module:
+    """The same DiT (shared weights) with the blocks numbered in `skip` left out: each skipped
+    block becomes the identity on its residual stream (STG-R)."""
+    bad = sorted(set(skip) - set(range(len(model.blocks))))
+    if bad:
+        raise ValueError(f"no block {bad} in a {len(model.blocks)}-block DiT")
+    guide = copy.copy(model)
+    guide._modules = dict(model._modules)  # a shallow copy would share (and overwrite) the block list
+    guide.blocks = torch.nn.ModuleList(b for i, b in enumerate(model.blocks) if i not in skip)
+    return guide
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -62,6 +77,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[30])
     ap.add_argument("--shift", type=float, nargs="+", default=[1.0])
     ap.add_argument("--guide-model", help="a weaker DiT (folder) for --autoguidance")
+    ap.add_argument("--guide-skip-blocks", type=int, nargs="+",
+                    help="the guide is the model with these blocks skipped (STG-R), for --autoguidance")
     ap.add_argument("--autoguidance", type=float, nargs="+", default=[1.0])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write the table here too")
@@ -70,9 +87,13 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     pipe = KinemaPipeline.from_pretrained(a.model)
     model = pipe.dit
+    if a.guide_model and a.guide_skip_blocks:
+        ap.error("--guide-model and --guide-skip-blocks are two guides; give one")
     guide = load_dit(dit_folder(a.guide_model)).eval() if a.guide_model else None
+    if a.guide_skip_blocks:
+        guide = skip_blocks(model, set(a.guide_skip_blocks))
     if guide is None and a.autoguidance != [1.0]:
-        ap.error("--autoguidance needs --guide-model")
+        ap.error("--autoguidance needs --guide-model or --guide-skip-blocks")
     prompts = suite_prompts(a.suite, TUNE_FIRST + a.prompts)[TUNE_FIRST:]
     rows = []
     for g, s, sh, ag in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance):

@@ -209,6 +209,26 @@ def test_autoguidance_reduces_to_cfg_and_to_nothing_with_the_model_as_guide():
         torch.testing.assert_close(pure, v_cond + 2.0 * (v_cond - weaker(x, t, text, mask)))
 
 
+def test_skip_block_guide_shares_weights_and_skips_exactly_the_named_blocks():
+    """tune_sampling.skip_blocks (STG-R): the guide runs the model's own blocks minus the skipped
+    ones, the model keeps all of its blocks, and skipping none computes the model."""
+    import torch
+
+    tune = pytest.importorskip("tune_sampling")
+    from test_dit import inputs, perturbed, tiny
+
+    model = perturbed(tiny())
+    n = len(model.blocks)
+    x, t, text, mask = inputs(tiny())
+    with torch.no_grad():
+        torch.testing.assert_close(tune.skip_blocks(model, set())(x, t, text, mask), model(x, t, text, mask))
+        guide = tune.skip_blocks(model, {0})
+        assert len(guide.blocks) == n - 1 and len(model.blocks) == n and guide.blocks[0] is model.blocks[1]
+        assert not torch.allclose(guide(x, t, text, mask), model(x, t, text, mask))
+    with pytest.raises(ValueError, match="no block"):
+        tune.skip_blocks(model, {n})
+
+
 def test_caption_vocab_writes_the_pool_words_of_a_config(tmp_path, capsys):
     """scripts/caption_vocab.py counts the words of the config's pool captions into a model folder,
     held-out wording excluded as the config says."""
