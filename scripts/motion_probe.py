@@ -30,28 +30,20 @@ PREFIXES = (5, 9, 13, 17)  # frames 0..4k: one latent frame of the 4x temporal a
 REVERSAL_DEG = 10.0
 
 
-def probe_prompts(motion: str, n: int, tries: int = 20000) -> list[str]:
+def probe_set(motion: str, n: int, tries: int = 20000) -> tuple[list[str], list[np.ndarray]]:
+    """(prompts, the world clips they describe): the first n one-object clips from PROBE_SEED on
+    whose object makes `motion`, captioned detailed for even i and short for odd i."""
     if motion not in V.MOTIONS:
         raise SystemExit(f"unknown motion {motion!r}; known: {', '.join(V.MOTIONS)}")
-    out = []
+    prompts, clips = [], []
     for i in range(tries):
         clip = make_clip(PROBE_SEED + i, num_objects=1, exclude_words=V.HELD_OUT_WORDS)
         if clip.scene.objects[0].motion == motion:
-            out.append(clip.text if len(out) % 2 == 0 else clip.short_text)
-            if len(out) == n:
-                return out
-    raise SystemExit(f"only {len(out)} clips with {motion} in {tries} seeds")
-
-
-def probe_clips(motion: str, n: int) -> list[np.ndarray]:
-    """The world clips the prompts describe, in the same order (the reference row)."""
-    out, i = [], 0
-    while len(out) < n:
-        clip = make_clip(PROBE_SEED + i, num_objects=1, exclude_words=V.HELD_OUT_WORDS)
-        if clip.scene.objects[0].motion == motion:
-            out.append(clip.frames)
-        i += 1
-    return out
+            prompts.append(clip.text if len(prompts) % 2 == 0 else clip.short_text)
+            clips.append(clip.frames)
+            if len(prompts) == n:
+                return prompts, clips
+    raise SystemExit(f"only {len(prompts)} clips with {motion} in {tries} seeds")
 
 
 def turn_curve(frames: np.ndarray) -> list[float] | None:
@@ -100,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    prompts = probe_prompts(a.motion, a.prompts)
-    rows = [("world clips", score(probe_clips(a.motion, a.prompts), prompts, a.motion))]
+    prompts, clips = probe_set(a.motion, a.prompts)
+    rows = [("world clips", score(clips, prompts, a.motion))]
     for model in a.models:
         pipe = KinemaPipeline.from_pretrained(model)
         videos = [np.asarray(pipe(p, generator=torch.Generator().manual_seed(i), guidance_scale=a.guidance,

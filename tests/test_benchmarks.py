@@ -303,12 +303,11 @@ def test_motion_probe_prompts_clips_and_reversals(capsys):
     from kinema.world.parse import parse_prompt
     from kinema.world.vocab import HELD_OUT_WORDS
 
-    prompts = motion_probe.probe_prompts("spinning", 3)
+    prompts, clips = motion_probe.probe_set("spinning", 3)
     for p in prompts:
         claims = parse_prompt(p)
         assert [o.motion for o in claims.objects] == ["spinning"]
         assert not any(f" {w} " in f" {p.lower()} " for w in HELD_OUT_WORDS)
-    clips = motion_probe.probe_clips("spinning", 3)
     assert all(judge(f, p).passed for f, p in zip(clips, prompts))
     curves = [motion_probe.turn_curve(f) for f in clips]
     assert all(len(c) == 4 and abs(c[-1]) >= 90 and not motion_probe.reverses(c) for c in curves)
@@ -317,7 +316,7 @@ def test_motion_probe_prompts_clips_and_reversals(capsys):
     r = motion_probe.score(clips, prompts, "spinning")
     assert (r["pass"], r["motion"], r["reversals"], r["n"]) == (3, 3, 0, 3)
     with pytest.raises(SystemExit):
-        motion_probe.probe_prompts("hovering", 2)
+        motion_probe.probe_set("hovering", 2)
     shipped = ROOT / "kinema" / "weights" / "default"
     assert motion_probe.main([str(shipped), "--prompts", "2", "--motion", "growing"]) == 0
     out = capsys.readouterr().out
