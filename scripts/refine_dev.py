@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write every rewrite here")
     ap.add_argument("--encoder", help="refine with this text encoder (a local Hugging Face folder, or "
                     "'minilm') instead of the model's own")
+    ap.add_argument("--no-lexicon", action="store_true", help="refine with the encoder alone (no WordNet)")
+    ap.add_argument("--kin-min-restored", type=float, help="the restored share a WordNet kin must reach "
+                    "(default: the refiner's own)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     shipped = KinemaPipeline.from_pretrained(a.model).refiner  # the model's own encoder, length and rule
@@ -83,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"'{word}' is not a dev word of this vocabulary; they are: {', '.join(words)}")
     for word in a.words or words:
         refiner = PromptRefiner(encoder, Counter({w: c for w, c in shipped.vocabulary.items() if w != word}),
-                                shipped.min_restored, shipped.shortlist)
+                                shipped.min_restored, shipped.shortlist,
+                                lexicon=None if a.no_lexicon else shipped.lexicon,
+                                kin_min_restored=shipped.kin_min_restored if a.kin_min_restored is None
+                                else a.kin_min_restored)
         tally, tos = Counter(), Counter()
         for text in dev_prompts(word, a.captions):
             r = refiner(text)

@@ -290,6 +290,10 @@ def test_refine_dev_leaves_one_trained_word_out_and_judges_rewrites_by_the_parse
     assert refine_dev.main([str(shipped), "--captions", "2", "--words", "little", "--encoder", "minilm",
                             "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == rows
+    # WordNet keeps the encoder from taking the opposite: leftward -> left, not rightward
+    for flags, expected in (([], ("left", "right")), (["--no-lexicon"], ("rightward", "wrong"))):
+        assert refine_dev.main([str(shipped), "--captions", "2", "--words", "leftward", "--json", str(out)] + flags) == 0
+        assert [(r["to"], r["outcome"]) for r in json.loads(out.read_text())] == [expected] * 2
     with pytest.raises(SystemExit):
         refine_dev.main([str(shipped), "--words", "disc"])
 

