@@ -325,3 +325,37 @@ def test_motion_probe_prompts_clips_and_reversals(capsys):
     assert motion_probe.main([str(shipped), "--prompts", "2", "--motion", "growing"]) == 0
     out = capsys.readouterr().out
     assert "2 one-object prompts, growing" in out and "world clips" in out and str(shipped) in out
+
+
+def test_self_rerank_candidate_zero_is_the_eval_video_and_scores_are_the_flow_loss(tmp_path, capsys):
+    """scripts/self_rerank.py: candidate 0 of a prompt is the video `kinema eval` makes (its seed),
+    and a candidate's score is the flow loss of its own latent, computed by hand here."""
+    import self_rerank
+
+    from kinema import flow
+    from kinema.eval.suite import suite_prompts, video_seed
+    from kinema.pipelines import KinemaPipeline
+
+    out = tmp_path / "rerank.json"
+    assert self_rerank.main(["--prompts", "1", "--candidates", "2", "--levels", "2", "--threads", "1",
+                             "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["id"], r["candidate"], r["seed"]) for r in rows] == [(200, 0, video_seed(200, 0)), (200, 1, video_seed(200, 1))]
+    assert "best by L_u - L_c" in capsys.readouterr().out
+    pipe = KinemaPipeline.from_pretrained()
+    p = suite_prompts("shapes-v1-trained", 201)[200]
+    latents = []
+    decode = pipe.vae.decode
+    pipe.vae.decode = lambda z: (latents.append(z), decode(z))[1]
+    pipe(p.text, generator=torch.Generator().manual_seed(video_seed(200, 0)), progress=False)
+    z = pipe.vae.normalize(latents[0])
+    noise = torch.randn((2, *z.shape[1:]), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.25, 0.75])
+    x = flow.interpolate(z.expand_as(noise), noise, t)
+    text, mask = pipe.text_encoder.encode([pipe.refine([p.text])[0]] * 2)
+    with torch.no_grad():
+        err = ((pipe.dit(x, t, text, mask) - flow.velocity_target(z.expand_as(noise), noise)) ** 2).flatten(1).mean(1)
+    assert rows[0]["scores"]["cond"] == pytest.approx(err.tolist(), rel=1e-4)
+    # --summarize reprints the table from the JSON alone
+    assert self_rerank.main(["--summarize", str(out), "--candidates", "2"]) == 0
+    assert "(1 prompts, 2 candidates): candidate 0" in capsys.readouterr().out
