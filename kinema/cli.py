@@ -108,6 +108,8 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     import torch
 
     from .pipelines import KinemaPipeline, export_to_video
+    from .pipelines.pipeline import DEFAULT_MODEL_DIR
+    from .text.refine import VOCAB_FILE
 
     pipe = KinemaPipeline.from_pretrained(a.model)
     d = pipe.defaults
@@ -119,8 +121,14 @@ def _cmd_generate(a: argparse.Namespace) -> int:
                   num_inference_steps=steps, guidance_scale=guidance, refine_prompt=False if a.no_refine else None,
                   generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet)
     export_to_video(result.frames[0], a.out, fps=pick(a.fps, d.fps))
-    print(json.dumps({"out": a.out, "prompt": a.prompt, "read_as": result.prompts[0], "seed": a.seed,
-                      "num_frames": frames, "height": height, "width": width, "steps": steps, "guidance": guidance}))
+    untrained = pipe.untrained_words(result.prompts[0])
+    if untrained:
+        print(f"kinema: the model never trained on {', '.join(repr(w) for w in untrained)} and may not follow "
+              f"{'it' if len(untrained) == 1 else 'them'} (the words it knows: {Path(a.model or DEFAULT_MODEL_DIR) / VOCAB_FILE})",
+              file=sys.stderr)
+    print(json.dumps({"out": a.out, "prompt": a.prompt, "read_as": result.prompts[0], "untrained": untrained,
+                      "seed": a.seed, "num_frames": frames, "height": height, "width": width, "steps": steps,
+                      "guidance": guidance}))
     return 0
 
 

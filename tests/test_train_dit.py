@@ -366,6 +366,10 @@ def test_generation_reads_the_refined_prompt_unless_refinement_is_off(pipe):
         return p(prompt, generator=torch.Generator().manual_seed(0), num_inference_steps=2, progress=False, **kw)
     out = run(refined, "a tiny red ball moving right")
     assert out.prompts == ["a small red ball moving right"]
+    assert refined.untrained_words("a tiny red Zebra, a zebra moving right") == ["tiny", "Zebra"]
+    assert refined.untrained_words(out.prompts[0]) == []
+    no_vocabulary = KinemaPipeline(pipe.vae, pipe.dit, pipe.text_encoder, pipe.defaults, None)
+    assert no_vocabulary.untrained_words("a zebra") == []  # nothing to tell by
     assert np.array_equal(out.frames[0], run(pipe, "a small red ball moving right", refine_prompt=False).frames[0])
     assert run(refined, "a tiny red ball moving right", refine_prompt=False).prompts == ["a tiny red ball moving right"]
     refined.defaults = type(pipe.defaults)(**{**vars(pipe.defaults), "refine_prompt": False})

@@ -38,7 +38,7 @@ from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon
-from ..text.refine import VOCAB_FILE, PromptRefiner, load_vocabulary, save_vocabulary
+from ..text.refine import VOCAB_FILE, WORD, PromptRefiner, load_vocabulary, save_vocabulary
 
 INDEX_FILE = "model_index.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
@@ -137,6 +137,17 @@ class KinemaPipeline:
         if not on or self.refiner is None:
             return list(prompts)
         return [self.refiner(p).text for p in prompts]
+
+    def untrained_words(self, text: str) -> list[str]:
+        """The words of `text` (a prompt as the DiT reads it) that the model's training captions never
+        used, in order; [] when the model folder has no training vocabulary to tell."""
+        if self.refiner is None:
+            return []
+        out: dict[str, str] = {}
+        for w in WORD.findall(text):
+            if w.lower() not in self.refiner.known:
+                out.setdefault(w.lower(), w)  # once each, as first written
+        return list(out.values())
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], negative_prompt: str | None = None, num_frames: int | None = None,
