@@ -262,6 +262,11 @@ def test_composed_sampling_at_weight_zero_is_the_pipeline_and_object_prompts_use
     plain = pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="uint8", progress=False).frames[0]
     assert (compose_objects.composed_video(pipe, prompt, 7, 0.0) == plain).all()
     assert not (compose_objects.composed_video(pipe, prompt, 7, 1.0) == plain).all()
+    # regional prompting: switched off (T > 1) it is the pipeline; on, each object prompt owns a half
+    assert (compose_objects.regional_video(pipe, prompt, 7, 2.0, 0.0) == plain).all()
+    assert not (compose_objects.regional_video(pipe, prompt, 7, 0.5, 0.0) == plain).all()
+    with pytest.raises(ValueError, match="has 1"):
+        compose_objects.regional_video(pipe, "a red circle moving left", 7, 0.5, 0.0)
 
 
 def test_refine_dev_leaves_one_trained_word_out_and_judges_rewrites_by_the_parser(tmp_path, capsys):
