@@ -196,6 +196,8 @@ def test_run_suite_summarises_per_attribute_and_by_object_count():
     assert s["by_kind"]["detailed"]["by_attribute"]["background"]["videos"] == 8
     record = run.results[0].to_json()
     assert record["pass"] and record["attributes"]["colour"] and record["checks"][0]["attribute"] == "count"
+    assert record["untrained"] == [] and s["by_wording"]["untrained"] == {"videos": 0}  # this pipe cannot tell
+    assert s["by_wording"]["trained"]["videos"] == 16
 
     swapped = run_suite(OraclePipe(prompts, swap=True), prompts, videos_per_prompt=1, progress=False).summary()
     # R<->G moves every object colour off its word (or off the palette: then the object is missing
@@ -269,7 +271,13 @@ def test_compare_puts_two_models_side_by_side(reports, tmp_path):
     suite = json.loads((reports / "b" / "report.json").read_text())["suite"]
     assert (suite["width"], suite["height"], suite["num_frames"], suite["num_inference_steps"]) == (32, 32, 5, 1)
     assert suite["refine_prompt"] is False
-    assert all(v["read_as"] is None for v in json.loads((reports / "b" / "report.json").read_text())["videos"])
+    b = json.loads((reports / "b" / "report.json").read_text())
+    assert all(v["read_as"] is None for v in b["videos"])
+    # read as written, "background" (left out of the tiny model's vocabulary) is an untrained word
+    said = [v for v in b["videos"] if "background" in v["text"].lower()]
+    assert said and all(v["untrained"] == ["background"] for v in said)
+    assert b["adherence"]["by_wording"]["untrained"]["videos"] == len(said)
+    assert "read with an untrained word" in page
     assert page.count("Samples: ") == 2 and "tiny-a" in page and "tiny-b" in page
     assert main(["eval", "--report", str(reports / "a"), "--compare", str(reports / "b" / "report.json"),
                  "--out", str(tmp_path / "c")]) == 0

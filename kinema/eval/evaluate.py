@@ -235,4 +235,6 @@ def run_command(o: dict) -> dict:
     ad = r["adherence"]
     return {"out": o["out"], "videos": ad["videos"], "pass_rate": ad["rate"],
             "by_attribute": {k: v["rate"] for k, v in ad["by_attribute"].items()},
+            "untrained_wording": {"videos": ad["by_wording"]["untrained"]["videos"],
+                                  "pass_rate": ad["by_wording"]["untrained"].get("rate")},
             "quality": r["quality"]["generated"], "frechet": r["frechet"], "seconds": r["seconds"]}

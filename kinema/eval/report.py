@@ -108,7 +108,11 @@ def _adherence_section(reports: list[dict]) -> str:
     rows = []
     for r in reports:
         a = r["adherence"]
-        for group, sub in [("all", a), ("1 object", a["by_objects"]["1"]), ("2 objects", a["by_objects"]["2"])]:
+        groups = [("all", a), ("1 object", a["by_objects"]["1"]), ("2 objects", a["by_objects"]["2"])]
+        untrained = a.get("by_wording", {}).get("untrained", {})  # reports before session 16 lack it
+        if untrained.get("videos"):
+            groups.append(("read with an untrained word", untrained))
+        for group, sub in groups:
             cells = [f"{sub['by_attribute'][x]['passed']}/{sub['by_attribute'][x]['videos']}"
                      if x in sub.get("by_attribute", {}) else "n/a" for x in ATTRIBUTES]
             rows.append([html.escape(_label(r)), group, *cells, f"{sub.get('passed', 0)}/{sub.get('videos', 0)}"])

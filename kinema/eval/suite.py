@@ -117,9 +117,11 @@ class VideoResult:
     verdict: Verdict
     seconds: float  # generation time
     read_as: str | None = None  # the prompt as the DiT read it, when refinement rewrote it
+    untrained: list[str] = field(default_factory=list)  # words the DiT read that its training never used
 
     def to_json(self) -> dict:
-        return {**asdict(self.prompt), "read_as": self.read_as, "video": self.index, "seed": self.seed,
+        return {**asdict(self.prompt), "read_as": self.read_as, "untrained": self.untrained,
+                "video": self.index, "seed": self.seed,
                 "pass": self.verdict.passed,
                 "attributes": attribute_outcomes(self.verdict), "generate_s": round(self.seconds, 3),
                 "checks": [{"check": c.check, "attribute": c.attribute, "expected": c.expected,
@@ -144,6 +146,9 @@ def summarise(results: list[VideoResult]) -> dict:
     out = _rates(results)
     out["by_objects"] = {str(k): _rates([r for r in results if r.prompt.num_objects == k]) for k in (1, 2)}
     out["by_kind"] = {k: _rates([r for r in results if r.prompt.kind == k]) for k in ("detailed", "short")}
+    # videos whose prompt reached the DiT in trained words only, and those with a word it never saw
+    out["by_wording"] = {"trained": _rates([r for r in results if not r.untrained]),
+                         "untrained": _rates([r for r in results if r.untrained])}
     return out
 
 
@@ -183,7 +188,8 @@ def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_
                            progress=False, **settings)
                 seconds = time.perf_counter() - t0
                 read_as = (getattr(out, "prompts", None) or [p.text])[0]  # the judge reads the prompt as written
+                untrained = pipe.untrained_words(read_as) if hasattr(pipe, "untrained_words") else []
                 run.results.append(VideoResult(p, j, seed, np.asarray(out.frames[0]), judge(out.frames[0], p.text),
-                                               seconds, read_as if read_as != p.text else None))
+                                               seconds, read_as if read_as != p.text else None, untrained))
                 bar.update(1)
     return run
