@@ -148,3 +148,9 @@ def test_a_pipeline_without_wordnet_warns_and_refines_by_the_encoder_alone(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert KinemaPipeline.from_pretrained().refiner.lexicon is None
+
+
+def test_find_shares_one_lexicon_per_folder(tmp_path, monkeypatch):
+    """Every model loaded in a process reads WordNet's files once."""
+    monkeypatch.setenv("KINEMA_WORDNET", str(write_wordnet(tmp_path)))
+    assert Lexicon.find() is Lexicon.find()

@@ -70,10 +70,13 @@ class Lexicon:
         if os.environ.get("KINEMA_WORDNET", "").lower() == "off":
             return None
         for folder in _candidate_folders():
-            try:
-                return cls(folder)
-            except FileNotFoundError:
-                continue
+            key = Path(folder).resolve()
+            if key not in _FOUND:  # one per folder and process: what it has read stays read
+                try:
+                    _FOUND[key] = cls(folder)
+                except FileNotFoundError:
+                    continue
+            return _FOUND[key]
         return None
 
     # --- the database files -------------------------------------------------------------------
@@ -211,6 +214,9 @@ class Lexicon:
                     if best is None or rank[kind] < rank[best]:
                         best = kind
         return best
+
+
+_FOUND: dict[Path, Lexicon] = {}
 
 
 def _candidate_folders() -> list[Path]:
