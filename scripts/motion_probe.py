@@ -46,14 +46,15 @@ def probe_set(motion: str, n: int, tries: int = 20000) -> tuple[list[str], list[
     raise SystemExit(f"only {len(prompts)} clips with {motion} in {tries} seeds")
 
 
-def turn_curve(frames: np.ndarray) -> list[float] | None:
+def turn_curve(frames: np.ndarray, whole=None) -> list[float] | None:
     """The object's cumulative turn (deg) over frames 0..k-1 for k in PREFIXES; None unless
-    exactly one object is seen in every prefix."""
+    exactly one object is seen in every prefix. `whole`: the video's observation, when the judge
+    has already measured it (the last prefix is the whole video)."""
     curve = []
     for k in PREFIXES:
         if k > len(frames):
             break
-        obs = measure_video(frames[:k])
+        obs = whole if whole is not None and k == len(frames) else measure_video(frames[:k])
         if len(obs.objects) != 1:
             return None
         curve.append(obs.objects[0].rotation)
@@ -74,7 +75,7 @@ def score(videos: list[np.ndarray], prompts: list[str], motion: str) -> dict:
         v = judge(frames, prompt)
         passed += v.passed
         motion_ok += any(c.attribute == "motion" and c.passed for c in v.checks)
-        curve = turn_curve(frames) if motion == "spinning" else None
+        curve = turn_curve(frames, v.observation) if motion == "spinning" else None
         reversals += reverses(curve)
         objs = v.observation.objects
         turns.append(abs(objs[0].rotation) if len(objs) == 1 else 0.0)
