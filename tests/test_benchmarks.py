@@ -364,3 +364,29 @@ def test_self_rerank_candidate_zero_is_the_eval_video_and_scores_are_the_flow_lo
     # --summarize reprints the table from the JSON alone
     assert self_rerank.main(["--summarize", str(out), "--candidates", "2"]) == 0
     assert "(1 prompts, 2 candidates): candidate 0" in capsys.readouterr().out
+
+
+def test_verifier_probe_negatives_differ_in_one_attribute_and_the_pipeline_is_left_as_it_was():
+    """scripts/verifier_probe.py: a hard negative describes the same scene with one attribute changed
+    (or swapped between two objects), never the scene itself; a tiny run trains, checks and reranks,
+    and leaves the pipeline's decoder as it found it."""
+    import random
+
+    import verifier_probe
+
+    from kinema.pipelines import KinemaPipeline
+    from kinema.world import make_clip
+    from kinema.world.parse import parse_prompt
+
+    clip = make_clip(verifier_probe.VERIFIER_SEED + 1, num_objects=2)
+    truth = parse_prompt(clip.text)
+    negatives = verifier_probe.hard_negatives(clip.scene, random.Random(0))
+    assert negatives and all(parse_prompt(n) != truth for n in negatives)
+    pipe = KinemaPipeline.from_pretrained()
+    decode = pipe.vae.decode
+    model = verifier_probe.train(pipe, clips=4, steps=2, batch=2, log=lambda s: None)
+    wins, pairs = verifier_probe.held_out_accuracy(model, pipe, 2)
+    assert 0 <= wins <= pairs > 0
+    pipe.defaults.num_inference_steps = 2
+    r = verifier_probe.rerank(model, pipe, 200, 1, 2)
+    assert r["prompts"] == 1 and r["oracle"] >= r["verifier"] >= 0 and pipe.vae.decode == decode
