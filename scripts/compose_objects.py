@@ -29,6 +29,7 @@ import json
 import math
 import time
 
+import numpy as np
 import torch
 
 from kinema import flow
@@ -51,57 +52,63 @@ def object_prompt(o: ObjectClaim, background: str | None) -> str:
     return " ".join(w for w in words if w)
 
 
-@torch.no_grad()
-def composed_video(pipe: KinemaPipeline, prompt: str, seed: int, weight: float):
-    """(T, H, W, 3) uint8: the pipeline's sampling with the composed velocity above."""
+def _texts(pipe: KinemaPipeline, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, L, D) states and (n, L) mask, encoded one at a time as the pipeline does (same floats)."""
+    encoded = [pipe.text_encoder.encode([t]) for t in texts]  # each padded to the encoder's max_length
+    return torch.cat([e[0] for e in encoded]), torch.cat([e[1] for e in encoded])
+
+
+def _sample(pipe: KinemaPipeline, seed: int, velocity_for) -> np.ndarray:
+    """(T, H, W, 3) uint8: the pipeline's noise, steps, shift and decode around `velocity_for(shape)`,
+    which returns the velocity function (x, t) -> v for latents of that shape."""
     d = pipe.defaults
-    claims = parse_prompt(prompt)
-    texts = [prompt, ""] + ([object_prompt(o, claims.background) for o in claims.objects] if weight else [])
-    encoded = [pipe.text_encoder.encode([t]) for t in texts]  # one at a time, as the pipeline: same floats
-    states, mask = torch.cat([e[0] for e in encoded]), torch.cat([e[1] for e in encoded])  # (n, L, D), (n, L)
     shape = (1, *pipe.vae.latent_shape(d.num_frames, d.height, d.width))
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     tokens = math.prod(s // p for s, p in zip(shape[2:], pipe.dit.cfg.patch_size))
-    n = len(texts)
+    z = flow.euler_sample(velocity_for(shape), noise, d.num_inference_steps,
+                          shift=d.shift or flow.timestep_shift_for(tokens))
+    return from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))[0]
+
+
+@torch.no_grad()
+def composed_video(pipe: KinemaPipeline, prompt: str, seed: int, weight: float):
+    """(T, H, W, 3) uint8: the pipeline's sampling with the composed velocity above."""
+    claims = parse_prompt(prompt)
+    texts = [prompt, ""] + ([object_prompt(o, claims.background) for o in claims.objects] if weight else [])
+    states, mask = _texts(pipe, texts)  # (n, L, D), (n, L)
+    n, guidance = len(texts), pipe.defaults.guidance_scale
 
     def velocity(x, t):
         v = pipe.dit(x.expand(n, *x.shape[1:]), t.expand(n), states, mask)  # (n, C, T', h, w)
-        out = flow.cfg_combine(v[:1], v[1:2], d.guidance_scale)
+        out = flow.cfg_combine(v[:1], v[1:2], guidance)
         return out + weight * (v[2:] - v[1:2]).sum(0, keepdim=True)
 
-    z = flow.euler_sample(velocity, noise, d.num_inference_steps, shift=d.shift or flow.timestep_shift_for(tokens))
-    return from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))[0]
+    return _sample(pipe, seed, lambda shape: velocity)
 
 
 @torch.no_grad()
 def regional_video(pipe: KinemaPipeline, prompt: str, seed: int, t_switch: float, alpha: float):
     """(T, H, W, 3) uint8: the pipeline's sampling with the regional velocity above."""
-    d = pipe.defaults
     claims = parse_prompt(prompt)
     if len(claims.objects) != 2:
         raise ValueError(f"regional prompting here splits two objects; {prompt!r} has {len(claims.objects)}")
-    texts = [prompt, ""] + [object_prompt(o, claims.background) for o in claims.objects]
-    encoded = [pipe.text_encoder.encode([t]) for t in texts]
-    L = max(e[0].shape[1] for e in encoded)
-    pad = torch.nn.functional.pad
-    states = torch.cat([pad(e[0], (0, 0, 0, L - e[0].shape[1])) for e in encoded])  # (4, L, D)
-    mask = torch.cat([pad(e[1], (0, L - e[1].shape[1])) for e in encoded])  # (4, L): padding is masked out
-    shape = (1, *pipe.vae.latent_shape(d.num_frames, d.height, d.width))
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    tokens = math.prod(s // p for s, p in zip(shape[2:], pipe.dit.cfg.patch_size))
-    left = torch.zeros(shape)
-    left[..., : shape[-1] // 2] = 1  # the first object's half: the left latent columns
+    states, mask = _texts(pipe, [prompt, ""] + [object_prompt(o, claims.background) for o in claims.objects])
+    guidance = pipe.defaults.guidance_scale
 
-    def velocity(x, t):
-        if float(t[0]) < t_switch:
-            v = pipe.dit(x.expand(2, *x.shape[1:]), t.expand(2), states[:2], mask[:2])
-            return flow.cfg_combine(v[:1], v[1:], d.guidance_scale)
-        v = pipe.dit(x.expand(4, *x.shape[1:]), t.expand(4), states, mask)  # prompt, "", object 1, object 2
-        v_c = alpha * v[:1] + (1 - alpha) * (left * v[2:3] + (1 - left) * v[3:4])
-        return flow.cfg_combine(v_c, v[1:2], d.guidance_scale)
+    def velocity_for(shape):
+        left = torch.zeros(shape)
+        left[..., : shape[-1] // 2] = 1  # the first object's half: the left latent columns
 
-    z = flow.euler_sample(velocity, noise, d.num_inference_steps, shift=d.shift or flow.timestep_shift_for(tokens))
-    return from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))[0]
+        def velocity(x, t):
+            if float(t[0]) < t_switch:
+                v = pipe.dit(x.expand(2, *x.shape[1:]), t.expand(2), states[:2], mask[:2])
+                return flow.cfg_combine(v[:1], v[1:], guidance)
+            v = pipe.dit(x.expand(4, *x.shape[1:]), t.expand(4), states, mask)  # prompt, "", object 1, object 2
+            v_c = alpha * v[:1] + (1 - alpha) * (left * v[2:3] + (1 - left) * v[3:4])
+            return flow.cfg_combine(v_c, v[1:2], guidance)
+        return velocity
+
+    return _sample(pipe, seed, velocity_for)
 
 
 def main(argv: list[str] | None = None) -> int:

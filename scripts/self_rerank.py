@@ -41,15 +41,26 @@ def self_scores(pipe: KinemaPipeline, z: torch.Tensor, prompt: str, levels: int 
     t = (torch.arange(levels, dtype=torch.float32) + 0.5) / levels
     x = flow.interpolate(z.expand(levels, *z.shape[1:]), noise, t)
     target = flow.velocity_target(z.expand_as(noise), noise)
-    cond, cmask = pipe.text_encoder.encode([prompt] * levels)
+    cond, cmask = pipe.text_encoder.encode([prompt] * levels)  # (levels, max_length, D): every encode's length
     unc, umask = pipe.text_encoder.encode([""] * levels)
-    L = max(cond.shape[1], unc.shape[1])
-    pad = lambda s, m: (torch.nn.functional.pad(s, (0, 0, 0, L - s.shape[1])),  # noqa: E731
-                        torch.nn.functional.pad(m, (0, L - m.shape[1])))
-    (cond, cmask), (unc, umask) = pad(cond, cmask), pad(unc, umask)
     v = pipe.dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, unc]), torch.cat([cmask, umask]))
     err = ((v - torch.cat([target, target])) ** 2).flatten(1).mean(1)  # (2 levels,)
     return {"cond": err[:levels].tolist(), "uncond": err[levels:].tolist()}
+
+
+@torch.no_grad()
+def candidates(pipe: KinemaPipeline, prompt, n: int) -> list[tuple[bool, torch.Tensor]]:
+    """(judge passes, sampler's latent z (1, C, T', h, w)) of the n videos of a suite prompt, from
+    seeds video_seed(prompt.id, j): candidate 0 is the video `kinema eval` makes."""
+    latents = []
+    decode = pipe.vae.decode
+    pipe.vae.decode = lambda z: (latents.append(z), decode(z))[1]  # the pipeline decodes denormalize(z)
+    try:
+        passed = [judge(pipe(prompt.text, generator=torch.Generator().manual_seed(video_seed(prompt.id, j)),
+                             output_type="uint8", progress=False).frames[0], prompt.text).passed for j in range(n)]
+    finally:
+        pipe.vae.decode = decode
+    return [(ok, pipe.vae.normalize(z)) for ok, z in zip(passed, latents)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,20 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(a.threads)
     pipe = KinemaPipeline.from_pretrained(a.model)
-    latents = []
-    decode = pipe.vae.decode
-    pipe.vae.decode = lambda z: (latents.append(z.clone()), decode(z))[1]  # keep the final latent
     prompts = suite_prompts(a.suite, a.first + a.prompts)[a.first:]
     rows, t0 = [], time.time()
     for n, p in enumerate(prompts):
         read_as = pipe.refine([p.text])[0]
-        for j in range(a.candidates):
-            seed = video_seed(p.id, j)
-            out = pipe(p.text, generator=torch.Generator().manual_seed(seed), output_type="uint8", progress=False)
-            z = pipe.vae.normalize(latents.pop())  # the sampler's z (decode got its denormalized form)
-            verdict = judge(out.frames[0], p.text)
-            rows.append({"id": p.id, "objects": p.num_objects, "candidate": j, "seed": seed,
-                         "pass": verdict.passed, "scores": self_scores(pipe, z, read_as, a.levels)})
+        for j, (passed, z) in enumerate(candidates(pipe, p, a.candidates)):
+            rows.append({"id": p.id, "objects": p.num_objects, "candidate": j, "seed": video_seed(p.id, j),
+                         "pass": passed, "scores": self_scores(pipe, z, read_as, a.levels)})
         done = rows[-a.candidates:]
         print(f"[{n + 1}/{len(prompts)} {time.time() - t0:.0f}s] {p.id} {p.num_objects} obj: pass "
               + "".join("x" if r["pass"] else "." for r in done) + "  L_u - L_c "

@@ -25,15 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kinema.data.loader import to_model_range
-from kinema.eval.judge import judge
-from kinema.eval.suite import suite_prompts, video_seed
+from kinema.eval.suite import suite_prompts
 from kinema.pipelines import KinemaPipeline
 from kinema.world import make_clip
 from kinema.world import vocab as V
 from kinema.world.captions import captions
+from self_rerank import candidates  # scripts/: a suite prompt's candidate videos and their latents
 
 VERIFIER_SEED = 3_300_000_000  # training clips; held-out check clips from 3,400,000,000
-MAX_WORDS = 40  # caption tokens (MiniLM), padded to this
 
 
 def hard_negatives(scene, rng: random.Random, tries: int = 6) -> list[str]:
@@ -85,12 +84,13 @@ def world_set(pipe: KinemaPipeline, n: int, seed0: int, rng: random.Random):
 class Verifier(nn.Module):
     """score(latent z (B, C, T', h, w), caption states (B, L, E), mask (B, L)) -> (B,) logits."""
 
-    def __init__(self, channels: int, tokens: int, text_dim: int, d: int = 128, depth: int = 3, heads: int = 4):
+    def __init__(self, channels: int, tokens: int, text_dim: int, text_tokens: int, d: int = 128, depth: int = 3,
+                 heads: int = 4):
         super().__init__()
         self.patch = nn.Linear(channels * 4, d)
         self.video_pos = nn.Parameter(torch.randn(1, tokens, d) * 0.02)
         self.text = nn.Linear(text_dim, d)
-        self.text_pos = nn.Parameter(torch.randn(1, MAX_WORDS, d) * 0.02)
+        self.text_pos = nn.Parameter(torch.randn(1, text_tokens, d) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
@@ -100,18 +100,19 @@ class Verifier(nn.Module):
         B, C, T, h, w = z.shape
         x = z.reshape(B, C, T, h // 2, 2, w // 2, 2).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, -1, C * 4)  # (B, N, 4C)
         seq = torch.cat([self.cls.expand(B, -1, -1), self.patch(x) + self.video_pos,
-                         self.text(text) + self.text_pos[:, : text.shape[1]]], 1)
+                         self.text(text) + self.text_pos], 1)
         pad = torch.cat([torch.zeros(B, 1 + x.shape[1], dtype=torch.bool), ~mask], 1)
         return self.head(self.blocks(seq, src_key_padding_mask=pad)[:, 0])[:, 0]
 
 
 def encode(pipe: KinemaPipeline, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """MiniLM states padded to MAX_WORDS: (N, MAX_WORDS, E) fp16 and (N, MAX_WORDS) bool."""
+    """MiniLM states (N, max_length, E) fp16 and mask (N, max_length) bool: every encode pads to the
+    encoder's max_length, so batches stack."""
     states, masks = [], []
     for k in range(0, len(texts), 256):
         s, m = pipe.text_encoder.encode(texts[k:k + 256])
-        states.append(F.pad(s, (0, 0, 0, MAX_WORDS - s.shape[1])).half())
-        masks.append(F.pad(m, (0, MAX_WORDS - m.shape[1])).bool())
+        states.append(s.half())
+        masks.append(m)
     return torch.cat(states), torch.cat(masks)
 
 
@@ -122,7 +123,7 @@ def train(pipe: KinemaPipeline, clips: int, steps: int, batch: int = 32, lr: flo
     index = {t: i for i, t in enumerate(texts)}
     states, masks = encode(pipe, texts)
     log(f"{clips} clips, {len(texts)} captions encoded")
-    model = Verifier(lat.shape[1], math.prod(lat.shape[2:]) // 4, states.shape[-1])
+    model = Verifier(lat.shape[1], math.prod(lat.shape[2:]) // 4, states.shape[-1], states.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     t0 = time.time()
     for step in range(steps):
@@ -163,28 +164,18 @@ def held_out_accuracy(model: Verifier, pipe: KinemaPipeline, n: int) -> tuple[in
 
 
 @torch.no_grad()
-def rerank(model: Verifier, pipe: KinemaPipeline, first: int, count: int, candidates: int) -> dict:
+def rerank(model: Verifier, pipe: KinemaPipeline, first: int, count: int, n: int) -> dict:
     """Passes of candidate 0, the verifier's pick, a random candidate (mean) and an oracle."""
-    latents = []
-    decode = pipe.vae.decode
-    pipe.vae.decode = lambda z: (latents.append(z), decode(z))[1]  # keep the sampler's z
     out = {"prompts": 0, "candidate 0": 0, "verifier": 0, "random": 0.0, "oracle": 0}
-    try:
-        for p in suite_prompts("shapes-v1-trained", first + count)[first:]:
-            read_as = pipe.refine([p.text])[0]
-            passed = [judge(pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, j)),
-                                 output_type="uint8", progress=False).frames[0], p.text).passed
-                      for j in range(candidates)]
-            z = torch.cat([pipe.vae.normalize(x) for x in latents[-candidates:]])
-            pick = int(score(model, pipe, z, [read_as] * candidates).argmax())
-            out["prompts"] += 1
-            out["candidate 0"] += passed[0]
-            out["verifier"] += passed[pick]
-            out["random"] += sum(passed) / candidates
-            out["oracle"] += any(passed)
-            latents.clear()
-    finally:
-        pipe.vae.decode = decode
+    for p in suite_prompts("shapes-v1-trained", first + count)[first:]:
+        cands = candidates(pipe, p, n)
+        passed = [ok for ok, _ in cands]
+        pick = int(score(model, pipe, torch.cat([z for _, z in cands]), [pipe.refine([p.text])[0]] * n).argmax())
+        out["prompts"] += 1
+        out["candidate 0"] += passed[0]
+        out["verifier"] += passed[pick]
+        out["random"] += sum(passed) / n
+        out["oracle"] += any(passed)
     return out
 
 

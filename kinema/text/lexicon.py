@@ -67,7 +67,7 @@ class Lexicon:
     def find(cls) -> "Lexicon | None":
         """The WordNet on this machine (see the module docstring), or None; None too when
         `$KINEMA_WORDNET` is "off" (refinement by the encoder alone, as before WordNet)."""
-        if os.environ.get("KINEMA_WORDNET", "").lower() == "off":
+        if lexicon_switched_off():
             return None
         for folder in _candidate_folders():
             key = Path(folder).resolve()
@@ -217,6 +217,11 @@ class Lexicon:
 
 
 _FOUND: dict[Path, Lexicon] = {}
+
+
+def lexicon_switched_off() -> bool:
+    """`KINEMA_WORDNET=off`: refinement by the encoder alone, on purpose."""
+    return os.environ.get("KINEMA_WORDNET", "").lower() == "off"
 
 
 def _candidate_folders() -> list[Path]:

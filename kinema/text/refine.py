@@ -117,6 +117,14 @@ class PromptRefiner:
         sims = self._vectors @ self.encoder.word_vectors([word.lower()])[0]  # (V,)
         return [self.candidates[i] for i in sims.topk(self.shortlist).indices.tolist()]
 
+    def untrained(self, text: str) -> list[str]:
+        """The words of `text` outside the training vocabulary, once each, as first written."""
+        out: dict[str, str] = {}
+        for w in WORD.findall(text):
+            if w.lower() not in self.known:
+                out.setdefault(w.lower(), w)
+        return list(out.values())
+
     def options(self, word: str) -> tuple[list[str], float]:
         """The training words that may replace `word`, and the restored share the best must reach.
 
