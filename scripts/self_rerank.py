@@ -52,15 +52,12 @@ def self_scores(pipe: KinemaPipeline, z: torch.Tensor, prompt: str, levels: int 
 def candidates(pipe: KinemaPipeline, prompt, n: int) -> list[tuple[bool, torch.Tensor]]:
     """(judge passes, sampler's latent z (1, C, T', h, w)) of the n videos of a suite prompt, from
     seeds video_seed(prompt.id, j): candidate 0 is the video `kinema eval` makes."""
-    latents = []
-    decode = pipe.vae.decode
-    pipe.vae.decode = lambda z: (latents.append(z), decode(z))[1]  # the pipeline decodes denormalize(z)
-    try:
-        passed = [judge(pipe(prompt.text, generator=torch.Generator().manual_seed(video_seed(prompt.id, j)),
-                             output_type="uint8", progress=False).frames[0], prompt.text).passed for j in range(n)]
-    finally:
-        pipe.vae.decode = decode
-    return [(ok, pipe.vae.normalize(z)) for ok, z in zip(passed, latents)]
+    out = []
+    for j in range(n):
+        video = pipe(prompt.text, generator=torch.Generator().manual_seed(video_seed(prompt.id, j)),
+                     output_type="uint8", progress=False)
+        out.append((judge(video.frames[0], prompt.text).passed, video.latents))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -390,3 +390,33 @@ def test_verifier_probe_negatives_differ_in_one_attribute_and_the_pipeline_is_le
     pipe.defaults.num_inference_steps = 2
     r = verifier_probe.rerank(model, pipe, 200, 1, 2)
     assert r["prompts"] == 1 and r["oracle"] >= r["verifier"] >= 0 and pipe.vae.decode == decode
+
+
+def test_raft_collects_the_passing_videos_latents_of_pool_captions(tmp_path, monkeypatch):
+    """scripts/raft.py: captions of the training pool in the asked two-object share, never a held-out
+    word; collect keeps exactly the latents of the videos the judge passed, which `mix_latents` reads."""
+    import raft
+
+    from kinema.eval.judge import judge
+    from kinema.pipelines import KinemaPipeline
+    from kinema.train.mix import MixedLatents
+    from kinema.world.vocab import HELD_OUT_WORDS
+
+    rows = raft.pool_captions("configs/default-refiner.toml", 6, 0.5)
+    assert [r["objects"] for r in rows].count(2) == 3 and [r["index"] for r in rows] == sorted({r["index"] for r in rows})
+    assert not {w for r in rows for w in r["text"].lower().replace(",", " ").replace(".", " ").split()} & set(HELD_OUT_WORDS)
+    pipe = KinemaPipeline.from_pretrained()
+    pipe.defaults.num_inference_steps = 2
+    done, latents = raft.collect(pipe, rows[:3], batch=2, seed=0)
+    assert len(latents) == sum(r["passed"] for r in done)
+    again = pipe([r["text"] for r in rows[:2]], generator=torch.Generator().manual_seed(rows[0]["index"]),
+                 output_type="uint8", progress=False)  # the first batch, remade
+    assert [judge(f, r["text"]).passed for f, r in zip(again.frames, rows)] == [r["passed"] for r in done[:2]]
+    kept = [z for z, r in zip(again.latents, done) if r["passed"]]
+    assert all(torch.equal(a, b.to(torch.float16)) for a, b in zip(latents, kept))
+    monkeypatch.setattr(KinemaPipeline, "from_pretrained", classmethod(lambda cls, model=None: pipe))
+    assert raft.main(["collect", "--clips", "2", "--batch", "2", "--threads", "1", "--out", str(tmp_path / "s")]) == 0
+    info = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert info["summary"]["videos"] == 2 and len(info["rows"]) == 2
+    if info["captions"]:
+        assert len(MixedLatents(tmp_path / "s", 0.5)) == len(info["captions"])

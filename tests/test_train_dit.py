@@ -411,3 +411,63 @@ def test_cli_generate_every_flag(trained, tmp_path):
     r = subprocess.run([sys.executable, "-m", "kinema", "generate", "a ball", "--out", str(out), "--model",
                         str(tmp_path / "nope")], capture_output=True, text=True)
     assert r.returncode == 2 and "no model folder" in r.stderr
+
+
+def write_mix(folder: Path, latents: torch.Tensor, captions: list[str]) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": latents.to(torch.float16).contiguous()}, str(folder / "latents.safetensors"))
+    (folder / "samples.json").write_text(json.dumps({"captions": captions}))
+    return folder
+
+
+def test_mixed_latents_replace_the_drawn_share_of_samples(tmp_path):
+    from kinema.train.mix import MixedLatents
+
+    mix_dir = write_mix(tmp_path / "mix", torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 4, 2, 4, 4), ["a", "b", "c"])
+    x0, texts = torch.full((400, 4, 2, 4, 4), -1.0), ["pool"] * 400
+    for share, lo, hi in ((0.0, 0, 0), (0.5, 160, 240), (1.0, 400, 400)):
+        mix = MixedLatents(mix_dir, share)
+        x, t, n = mix.apply(0, 3, list(range(400)), x0, texts)
+        assert lo <= n <= hi and sum(s != "pool" for s in t) == n
+        replaced = [i for i, s in enumerate(t) if s != "pool"]
+        assert all(x[i].eq("abc".index(t[i])).all() for i in replaced)  # each latent with its own caption
+        assert x0.eq(-1).all() and texts == ["pool"] * 400  # the inputs are left as they were
+        assert torch.equal(x, mix.apply(0, 3, list(range(400)), x0, texts)[0])  # the same draw again
+    assert not torch.equal(MixedLatents(mix_dir, 0.5).apply(0, 4, list(range(400)), x0, texts)[0], x)
+    with pytest.raises(ValueError, match="latents of shape"):
+        MixedLatents(mix_dir, 0.5).apply(0, 0, [0], torch.zeros(1, 4, 2, 8, 8), ["x"])
+    with pytest.raises(FileNotFoundError, match="scripts/raft.py collect"):
+        MixedLatents(tmp_path / "nothing", 0.5)
+
+
+def test_a_run_trained_on_mixed_latents_only_ignores_its_pool(tmp_path, vae_dir):
+    """mix_share = 1: every sample is a mixed latent, so two pools give the same losses."""
+    mix_dir = write_mix(tmp_path / "mix", torch.randn(5, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0)),
+                        [f"a red circle number {i}" for i in range(5)])
+    runs = []
+    for data_seed in (0, 1):
+        name = f"mix{data_seed}"
+        cfg = load_dit_train_config(write_config(tmp_path, vae_dir, name, steps=3),
+                                    [f"mix_latents={json.dumps(str(mix_dir))}", "mix_share=1.0", f"data.seed={data_seed}"])
+        train_dit(cfg, progress=False)
+        runs.append(losses(tmp_path / name))
+    assert runs[0] == pytest.approx(runs[1], rel=1e-6)
+    plain = load_dit_train_config(write_config(tmp_path, vae_dir, "plain", steps=3), [])
+    train_dit(plain, progress=False)
+    assert losses(tmp_path / "plain") != pytest.approx(runs[0], rel=1e-3)
+    with pytest.raises(ConfigError, match="mix_share"):
+        load_dit_train_config(write_config(tmp_path, vae_dir, "bad"), ["mix_share=1.5"])
+
+
+def test_pipeline_output_carries_the_latents_it_decoded(pipe):
+    seen = []
+    decode = pipe.vae.decode
+    pipe.vae.decode = lambda z: (seen.append(z), decode(z))[1]
+    try:
+        out = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                   output_type="uint8", progress=False)
+    finally:
+        pipe.vae.decode = decode
+    assert out.latents.shape[0] == 2 and torch.equal(pipe.vae.denormalize(out.latents), seen[0])

@@ -61,6 +61,7 @@ class PipelineDefaults:
 class KinemaPipelineOutput:
     frames: list  # one (T, H, W, 3) array a prompt: float in [0, 1] ("np") or uint8 ("uint8")
     prompts: list[str] | None = None  # the prompts as the DiT read them (after refinement)
+    latents: torch.Tensor | None = None  # (B, C, T', h, w): the sampler's normalised latents, before decoding
 
 
 def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> str:
@@ -185,8 +186,8 @@ class KinemaPipeline:
         video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
         frames = from_model_range(video)  # (B, F, H, W, 3) uint8
         if output_type == "np":
-            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames], prompts)
-        return KinemaPipelineOutput(list(frames), prompts)
+            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames], prompts, z)
+        return KinemaPipelineOutput(list(frames), prompts, z)
 
 
 def _lexicon() -> Lexicon | None:

@@ -52,6 +52,14 @@ class DiTTrainConfig:
     out_dir: str = "runs/dit"
     seed: int = 0
     threads: int | None = None  # torch threads per process; None leaves torch's default
+    # latents with captions mixed into every batch (a folder of latents.safetensors + samples.json, as
+    # scripts/raft.py collect writes: the model's own videos that the judge passed); None = data only
+    mix_latents: str | None = None
+    mix_share: float = 0.5  # each sample is drawn from mix_latents with this probability (0: none, not read)
+
+    def __post_init__(self):
+        if not 0.0 <= self.mix_share <= 1.0:
+            raise ConfigError(f"mix_share must be in [0, 1], got {self.mix_share}")
 
 
 def load_dit_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DiTTrainConfig:

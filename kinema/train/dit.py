@@ -35,6 +35,7 @@ from .config import DiTTrainConfig
 from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
 from .grow import init_from_model
 from .latent_cache import LatentCache
+from .mix import MixedLatents
 from .optim import lr_at, make_adamw
 
 
@@ -154,6 +155,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     ddp_model = wrap_ddp(model, d)
     data = VideoBatches(cfg.data, cfg.batch_size, d.rank, d.world_size)
     latent_cache = LatentCache(vae, cfg.latent_cache_dir) if cfg.cache_latents else None
+    mix = MixedLatents(cfg.mix_latents, cfg.mix_share) if cfg.mix_latents and cfg.mix_share > 0 else None
     config_json = to_dict(cfg)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +170,11 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         for step in range(start, cfg.steps):
             batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
             x0 = _latents(vae, batch, latent_cache, d)  # (b, C, T', H', W')
+            texts = batch["text"]
+            if mix is not None:  # some samples replaced by mixed latents (kinema/train/mix.py)
+                x0, texts, _ = mix.apply(cfg.seed, step, batch["index"], x0, texts)
             texts = ["" if torch.rand((), generator=sample_generator(cfg.seed, step, g, "drop")).item()
-                     < cfg.caption_dropout else t for g, t in zip(batch["index"], batch["text"])]
+                     < cfg.caption_dropout else t for g, t in zip(batch["index"], texts)]
             states, mask = text(texts)
             tokens = math.prod(s // p for s, p in zip(x0.shape[2:], dit_cfg.patch_size))
             shift = cfg.timestep_shift or flow.timestep_shift_for(tokens)
