@@ -38,20 +38,24 @@ class Autoguided(torch.nn.Module):
 
     PASS_THROUGH = 2.0  # cfg_combine(v, v, s) = v for any s != 1 (1 would skip the uncond half)
 
-    def __init__(self, model, guide, guidance: float, autoguidance: float):
+    def __init__(self, model, guide, guidance: float, autoguidance: float, interval: tuple[float, ...] = (0.0, 1.0)):
         super().__init__()
         self.model, self.guide, self.cfg = model, guide, model.cfg
-        self.guidance, self.autoguidance = guidance, autoguidance
+        self.guidance, self.autoguidance, self.interval = guidance, autoguidance, interval
 
     def forward(self, x, t, text, mask):
         B = x.shape[0] // 2
-        if self.guidance == 1.0:
+        # `guidance` at noise levels t in [lo, hi] (Kynkaanniemi et al. 2024), `outside` elsewhere
+        lo, hi, outside = (*self.interval, 1.0)[:3]
+        inside = lo <= float(t[0]) <= hi
+        scale = self.guidance if inside else outside
+        if scale == 1.0:
             v_cond = self.model(x[:B], t[:B], text[:B], mask[:B])
             v = v_cond
         else:
             v_cond, v_uncond = self.model(x, t, text, mask).chunk(2)
-            v = v_cond + (self.guidance - 1.0) * (v_cond - v_uncond)
-        if self.autoguidance != 1.0:
+            v = v_cond + (scale - 1.0) * (v_cond - v_uncond)
+        if self.autoguidance != 1.0 and inside:
             v = v + (self.autoguidance - 1.0) * (v_cond - self.guide(x[:B], t[:B], text[:B], mask[:B]))
         return torch.cat([v, v])
 
@@ -80,6 +84,9 @@ def main() -> None:
     ap.add_argument("--guide-skip-blocks", type=int, nargs="+",
                     help="the guide is the model with these blocks skipped (STG-R), for --autoguidance")
     ap.add_argument("--autoguidance", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--guidance-interval", nargs="+", default=["0:1"], metavar="LO:HI[:G]",
+                    help="--guidance only at noise levels t in [LO, HI] (t = 1 is pure noise), G elsewhere "
+                         "(default 1: none); several to compare")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write the table here too")
     a = ap.parse_args()
@@ -96,16 +103,19 @@ def main() -> None:
         ap.error("--autoguidance needs --guide-model or --guide-skip-blocks")
     prompts = suite_prompts(a.suite, TUNE_FIRST + a.prompts)[TUNE_FIRST:]
     rows = []
-    for g, s, sh, ag in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance):
+    intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
+    for g, s, sh, ag, iv in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals):
         pipe.defaults.shift = sh
-        pipe.dit, scale = (model, g) if ag == 1.0 else (Autoguided(model, guide, g, ag), Autoguided.PASS_THROUGH)
+        plain = ag == 1.0 and iv == (0.0, 1.0)
+        pipe.dit, scale = (model, g) if plain else (Autoguided(model, guide, g, ag, iv), Autoguided.PASS_THROUGH)
         t0 = time.perf_counter()
         run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=scale, progress=False)
         summary = run.summary()
         by = {k: round(v["rate"], 3) for k, v in summary["by_attribute"].items()}
         objects = {f"{k}_object{'s' * (k == '2')}": round(v["rate"], 3) for k, v in summary["by_objects"].items() if v["videos"]}
         motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
-        rows.append({"guidance": g, "steps": s, "shift": sh, **({"autoguidance": ag} if guide else {}), "adherence": round(summary["rate"], 3), **by, **objects,
+        rows.append({"guidance": g, "steps": s, "shift": sh, **({"autoguidance": ag} if guide else {}),
+                     **({"interval": list(iv)} if iv != (0.0, 1.0) else {}), "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)

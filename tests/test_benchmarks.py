@@ -207,6 +207,12 @@ def test_autoguidance_reduces_to_cfg_and_to_nothing_with_the_model_as_guide():
             torch.testing.assert_close(flow.cfg_combine(*out.chunk(2), tune.Autoguided.PASS_THROUGH), cfg)
         pure = tune.Autoguided(model, weaker, 1.0, 3.0)(xx, tt, cc, mm).chunk(2)[0]
         torch.testing.assert_close(pure, v_cond + 2.0 * (v_cond - weaker(x, t, text, mask)))
+        # a guidance interval: the scale inside [lo, hi], the third value (default 1: none) outside
+        for level, interval, scale in ((0.9, (0.5, 1.0), 4.0), (0.2, (0.5, 1.0), 1.0), (0.2, (0.5, 1.0, 2.0), 2.0)):
+            tl = torch.full_like(tt, level)
+            vc, vu = model(xx, tl, cc, mm).chunk(2)
+            out = tune.Autoguided(model, None, 4.0, 1.0, interval)(xx, tl, cc, mm).chunk(2)[0]
+            torch.testing.assert_close(out, vc + (scale - 1.0) * (vc - vu))
 
 
 def test_skip_block_guide_shares_weights_and_skips_exactly_the_named_blocks():
