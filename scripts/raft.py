@@ -8,6 +8,10 @@ normalised as the DiT sees them) and `OUT/samples.json` (the caption and pool in
 every verdict). `kinema train dit --set mix_latents=OUT` then mixes them into its batches
 (`mix_share` of the samples; kinema/train/dit.py).
 
+`failures` is the control for what the judge's choice alone brings: the world's own clips (their
+latents from the config's latent cache, which `kinema train latents` fills) of the captions whose
+video failed, written the same way, so a run can train harder on real data of what it fails.
+
 The judge is the reward here, and also what `kinema eval` scores with: the test prompts are other
 world seeds than any pool's, but a gain measured by the same judge is the figure to doubt first
 (docs/default-model.md reports it with that caveat). Real video data has no exact judge; there a
@@ -15,6 +19,7 @@ learned reward would take its place.
 
     python scripts/raft.py collect kinema/weights/default --config configs/default-refiner.toml \\
         --clips 3000 --two-object-share 0.67 --out runs/raft/samples
+    python scripts/raft.py failures runs/raft/samples --config configs/default-raft.toml --out runs/raft/failed
 """
 from __future__ import annotations
 
@@ -72,6 +77,35 @@ def collect(pipe: KinemaPipeline, rows: list[dict], batch: int, seed: int) -> tu
     return rows, torch.stack(kept) if kept else torch.empty(0)
 
 
+def failed_clips(samples: str, config: str) -> tuple[list[str], torch.Tensor]:
+    """The captions whose video failed in a `collect` folder, and their world clips' latents (n, C,
+    T', h, w) from the config's latent cache (normalised, as training reads them)."""
+    from kinema.autoencoder import CausalVideoVAE
+    from kinema.train.latent_cache import LatentCache
+
+    cfg = load_dit_train_config(config)
+    if not cfg.latent_cache_dir:
+        raise SystemExit(f"{config} has no latent_cache_dir: `kinema train latents` fills one")
+    cache = LatentCache(CausalVideoVAE.from_pretrained(cfg.vae), cfg.latent_cache_dir)
+    f, h, w = cfg.data.buckets[0]
+    rows = [r for r in json.loads((Path(samples) / "samples.json").read_text())["rows"] if not r["passed"]]
+    keys = [("world", clip_seed(cfg.data.seed, r["index"]), f, h, w) for r in rows]
+    missing = sum(k not in cache for k in keys)
+    if missing:
+        raise SystemExit(f"{missing} of {len(keys)} failed clips are not in {cfg.latent_cache_dir}: run "
+                         f"`kinema train latents --config {config}` first")
+    return [r["text"] for r in rows], torch.stack([cache[k].to(torch.float16) for k in keys])
+
+
+def write_folder(out: str | Path, captions: list[str], latents: torch.Tensor, info: dict) -> Path:
+    """A `mix_latents` folder: latents.safetensors and samples.json (its captions, and `info`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": latents.contiguous()}, str(out / "latents.safetensors"))
+    (out / "samples.json").write_text(json.dumps({**info, "captions": captions}, indent=1))
+    return out
+
+
 def summary(rows: list[dict]) -> dict:
     out = {"videos": len(rows), "passed": sum(r["passed"] for r in rows)}
     for k in (1, 2):
@@ -93,19 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--out", required=True)
+    f = sub.add_parser("failures", help="the world clips of the captions whose video failed, as a mix folder")
+    f.add_argument("samples", help="a collect folder")
+    f.add_argument("--config", default="configs/default-raft.toml", help="training config with the latent cache")
+    f.add_argument("--out", required=True)
     a = ap.parse_args(argv)
+    if a.cmd == "failures":
+        captions, latents = failed_clips(a.samples, a.config)
+        write_folder(a.out, captions, latents, {"failures_of": a.samples, "config": a.config})
+        print(json.dumps({"clips": len(captions), "out": a.out}))
+        return 0
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     pipe = KinemaPipeline.from_pretrained(a.model)
     rows, latents = collect(pipe, pool_captions(a.config, a.clips, a.two_object_share, a.first), a.batch, a.seed)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    kept = [r for r in rows if r["passed"]]
-    save_file({"latents": latents.contiguous()}, str(out / "latents.safetensors"))
     info = {"model": str(a.model or "default"), "config": a.config, "seed": a.seed, "summary": summary(rows),
-            "seconds": round(time.perf_counter() - t0, 1), "captions": [r["text"] for r in kept], "rows": rows}
-    (out / "samples.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps(info["summary"] | {"seconds": info["seconds"], "out": str(out)}))
+            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+    write_folder(a.out, [r["text"] for r in rows if r["passed"]], latents, info)
+    print(json.dumps(info["summary"] | {"seconds": info["seconds"], "out": a.out}))
     return 0
 
 

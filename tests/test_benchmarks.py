@@ -426,3 +426,31 @@ def test_raft_collects_the_passing_videos_latents_of_pool_captions(tmp_path, mon
     assert info["summary"]["videos"] == 2 and len(info["rows"]) == 2
     if info["captions"]:
         assert len(MixedLatents(tmp_path / "s", 0.5)) == len(info["captions"])
+
+
+def test_raft_failures_are_the_world_clips_latents_of_the_failed_captions(tmp_path):
+    """scripts/raft.py failures: the failed rows of a collect folder, with their pool clips' cached
+    latents; a clip missing from the cache is an error that names `kinema train latents`."""
+    import raft
+
+    from kinema.autoencoder import CausalVideoVAE
+    from kinema.data.synth import clip_seed
+    from kinema.train.latent_cache import LatentCache
+    from kinema.train.mix import MixedLatents
+
+    config = tmp_path / "raft.toml"
+    text = (ROOT / "configs" / "default-raft.toml").read_text()
+    config.write_text(text.replace('latent_cache_dir = "runs/cache/latents"', f'latent_cache_dir = "{tmp_path / "cache"}"'))
+    rows = [{"index": i, "objects": 1, "text": f"caption {i}", "passed": i == 1} for i in range(3)]
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "samples.json").write_text(json.dumps({"rows": rows, "captions": ["caption 1"]}))
+    cache = LatentCache(CausalVideoVAE.from_pretrained(ROOT / "kinema" / "weights" / "default" / "vae"), tmp_path / "cache")
+    z = {i: torch.randn(16, 5, 8, 8, generator=torch.Generator().manual_seed(i)) for i in (0, 2)}
+    cache[("world", clip_seed(0, 0), 17, 64, 64)] = z[0]
+    with pytest.raises(SystemExit, match="1 of 2 failed clips .*kinema train latents"):
+        raft.failed_clips(str(tmp_path / "s"), str(config))
+    cache[("world", clip_seed(0, 2), 17, 64, 64)] = z[2]
+    assert raft.main(["failures", str(tmp_path / "s"), "--config", str(config), "--out", str(tmp_path / "f")]) == 0
+    mix = MixedLatents(tmp_path / "f", 1.0)
+    assert mix.captions == ["caption 0", "caption 2"]
+    assert torch.equal(mix.latents, torch.stack([z[0], z[2]]).half().float())
