@@ -454,3 +454,27 @@ def test_raft_failures_are_the_world_clips_latents_of_the_failed_captions(tmp_pa
     mix = MixedLatents(tmp_path / "f", 1.0)
     assert mix.captions == ["caption 0", "caption 2"]
     assert torch.equal(mix.latents, torch.stack([z[0], z[2]]).half().float())
+
+
+def test_attention_probe_reads_object_words_at_their_object(tmp_path):
+    """scripts/attention_probe.py: a DiT that reads the caption evenly (cross-attention queries
+    zeroed: uniform maps) scores its region's share of tokens; the shipped one reads each object's
+    words more at that object than that."""
+    from kinema.pipelines.pipeline import load_dit, save_dit
+
+    attention_probe = pytest.importorskip("attention_probe")
+    shipped = ROOT / "kinema" / "weights" / "default"
+    even = load_dit(shipped / "dit")
+    for block in even.blocks:
+        torch.nn.init.zeros_(block.cross.q.weight)
+        torch.nn.init.zeros_(block.cross.q.bias)
+    save_dit(even, even.cfg, tmp_path / "even")
+    out = tmp_path / "a.json"
+    assert attention_probe.main([str(shipped), str(tmp_path / "even"), "--clips", "4", "--at", "0.2",
+                                 "--threads", "1", "--json", str(out)]) == 0
+    shipped_row, even_row = json.loads(out.read_text())
+    assert 0 < even_row["chance"] < 0.5
+    assert abs(even_row["t=0.2"]["own"] - even_row["chance"]) < 0.1
+    assert shipped_row["t=0.2"]["own"] > even_row["t=0.2"]["own"] + 0.05
+    for row in (shipped_row, even_row):
+        assert 0 <= row["t=0.2"]["other"] and row["t=0.2"]["own"] + row["t=0.2"]["other"] <= 1 + 1e-6

@@ -191,13 +191,23 @@ class CrossAttention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim) if cfg.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(cfg.head_dim) if cfg.qk_norm else nn.Identity()
         self.proj = nn.Linear(D, D)
+        self.keep_maps: list[Tensor] | None = None  # a list: each call appends its probabilities (grounding)
 
     def forward(self, x: Tensor, y: Tensor, mask: Tensor | None, has_text: Tensor | None) -> Tensor:
         B, N, D = x.shape
         L = y.shape[1]
         q = self.q(x).view(B, N, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
         k, v = self.kv(y).view(B, L, 2, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, h, L, d)
-        o = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v, attn_mask=mask)  # (B, h, N, d)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.keep_maps is None:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, d)
+        else:  # the same attention, its probabilities kept (kinema/train/grounding.py)
+            logits = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # (B, h, N, L)
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            probs = logits.softmax(-1)
+            self.keep_maps.append(probs)
+            o = probs.to(v.dtype) @ v  # (B, h, N, d)
         out = self.proj(merge_heads(o))  # (B, N, D)
         if has_text is not None:  # a caption with no real tokens contributes nothing (not NaN)
             out = out * has_text.view(B, 1, 1).to(out.dtype)

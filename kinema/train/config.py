@@ -56,10 +56,25 @@ class DiTTrainConfig:
     # scripts/raft.py collect writes: the model's own videos that the judge passed); None = data only
     mix_latents: str | None = None
     mix_share: float = 0.5  # each sample is drawn from mix_latents with this probability (0: none, not read)
+    # weight of the grounded cross-attention loss (train/grounding.py): each world object's caption
+    # words read where the object is; 0 = off. Needs world data and cross-attention conditioning
+    grounding_weight: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.mix_share <= 1.0:
             raise ConfigError(f"mix_share must be in [0, 1], got {self.mix_share}")
+        if self.grounding_weight < 0:
+            raise ConfigError(f"grounding_weight must be >= 0, got {self.grounding_weight}")
+        if self.grounding_weight > 0:
+            if self.data.source != "world":
+                raise ConfigError("grounding_weight > 0 needs data.source = 'world' (its scenes say where objects are)")
+            if self.dit.conditioning != "cross":
+                raise ConfigError("grounding_weight > 0 needs dit.conditioning = 'cross' (it grounds cross-attention)")
+            if self.dit.patch_size[0] != 1:
+                raise ConfigError(f"grounding_weight > 0 needs a temporal patch of 1, got {self.dit.patch_size}")
+            if self.mix_latents and self.mix_share > 0:
+                raise ConfigError("grounding_weight > 0 cannot be combined with mix_latents: mixed samples "
+                                  "have no scene")
 
 
 def load_dit_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DiTTrainConfig:

@@ -33,6 +33,7 @@ from ..text.refine import caption_words
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
+from .grounding import AttentionMaps, SceneRegions, grounding_loss, object_token_masks
 from .grow import init_from_model
 from .latent_cache import LatentCache
 from .mix import MixedLatents
@@ -156,6 +157,10 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     data = VideoBatches(cfg.data, cfg.batch_size, d.rank, d.world_size)
     latent_cache = LatentCache(vae, cfg.latent_cache_dir) if cfg.cache_latents else None
     mix = MixedLatents(cfg.mix_latents, cfg.mix_share) if cfg.mix_latents and cfg.mix_share > 0 else None
+    grounding = None
+    if cfg.grounding_weight > 0:  # kinema/train/grounding.py
+        grounding = (AttentionMaps(model), SceneRegions(cfg.data, vae.temporal_stride, dit_cfg.patch_size),
+                     _tokenizer(text.encoder))
     config_json = to_dict(cfg)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -185,16 +190,23 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             xt = flow.interpolate(x0, noise, t)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            maps = grounding[0] if grounding is not None else contextlib.nullcontext()
+            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"), maps:
                 pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
-            loss = flow.flow_loss(pred.float(), x0, noise)
+            loss = flow_loss = flow.flow_loss(pred.float(), x0, noise)
+            if grounding is not None:
+                words = object_token_masks(grounding[2], texts, states.shape[1]).to(d.device)
+                regions = grounding[1](batch, x0.shape[2:]).to(d.device)
+                ground_loss = grounding_loss(maps.list, words, regions, t)
+                loss = loss + cfg.grounding_weight * ground_loss
+                maps.list.clear()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip, foreach=True)
             opt.step()
             if ema is not None:
                 ema_update(ema, model, cfg.ema_decay)
-            loss_value = float(mean_across(loss.detach(), d))
+            loss_value = float(mean_across(flow_loss.detach(), d))
             samples_since += cfg.batch_size
             if on_step is not None:
                 on_step(step + 1, loss_value)
@@ -204,10 +216,13 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                 now = time.perf_counter()
                 rate = samples_since / (now - t_last)
                 t_last, samples_since = now, 0
+                row = {"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
+                       "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
+                       "bucket": list(batch["bucket"])}
+                if grounding is not None:  # "loss" stays the flow loss, comparable with runs without it
+                    row["grounding"] = float(mean_across(ground_loss.detach(), d))
                 with open(log_path, "a") as fh:
-                    fh.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
-                                         "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
-                                         "bucket": list(batch["bucket"])}) + "\n")
+                    fh.write(json.dumps(row) + "\n")
                 bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
             bar.update(1)
             if d.is_main and cfg.preview_every and done % cfg.preview_every == 0:
@@ -272,6 +287,15 @@ def _latents(vae, batch: dict, cache: LatentCache | None, d: Dist) -> torch.Tens
             else:
                 fresh[i] = zi
     return torch.stack([fresh[i] if i in fresh else cache[k] for i, k in enumerate(keys)]).to(d.device)
+
+
+def _tokenizer(encoder):
+    """The tokenizer under a (possibly cached) text encoder."""
+    while not hasattr(encoder, "tokenizer") and hasattr(encoder, "encoder"):
+        encoder = encoder.encoder
+    if not hasattr(encoder, "tokenizer"):
+        raise ValueError(f"grounding needs the text encoder's tokenizer; {type(encoder).__name__} has none")
+    return encoder.tokenizer
 
 
 def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vocabulary) -> None:

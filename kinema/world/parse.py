@@ -53,9 +53,17 @@ class _Pending:
         return self.colour is None and self.size is None and not self.parts
 
 
+def _words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """The prompt's lower-case words and the (start, end) character span of each in `text`."""
+    low = re.sub(r"[^a-z0-9']", " ", text.lower())  # one character for one: spans stay put
+    if len(low) != len(text):  # a character whose lower case is longer (rare); spans approximate
+        low = low[:len(text)].ljust(len(text))
+    found = list(re.finditer(r"\S+", low))
+    return [m.group() for m in found], [m.span() for m in found]
+
+
 def _normalise(text: str) -> list[str]:
-    text = text.lower().replace("-", " ")
-    return re.sub(r"[^a-z0-9' ]+", " ", text).split()
+    return _words(text)[0]
 
 
 def _phrase_table() -> dict[tuple[str, ...], tuple[str, str]]:
@@ -115,13 +123,18 @@ BACKGROUND_LIST = ", ".join(vocab.BACKGROUNDS)
 COLOUR_LIST = ", ".join(vocab.OBJECT_COLOURS)
 
 
-def _tag(text: str) -> list[tuple[str, str, str]]:
-    tokens, tags, unknown, i = _normalise(text), [], [], 0
+def _tag(text: str, spans: list[tuple[int, int]] | None = None) -> list[tuple[str, str, str]]:
+    """(tag, canonical value, surface words) of each phrase, longest first; `spans`, if given,
+    receives each phrase's character span in `text`."""
+    tokens, where = _words(text)
+    tags, unknown, i = [], [], 0
     while i < len(tokens):
         for n in range(min(_MAX_PHRASE, len(tokens) - i), 0, -1):
             hit = _TABLE.get(tuple(tokens[i:i + n]))
             if hit:
                 tags.append((hit[0], hit[1], " ".join(tokens[i:i + n])))
+                if spans is not None:
+                    spans.append((where[i][0], where[i + n - 1][1]))
                 i += n
                 break
         else:
@@ -160,10 +173,26 @@ def _motion(parts: list[tuple[str, str, str]], where: str) -> tuple[str | None, 
 
 def parse_prompt(text: str) -> PromptClaims:
     """Parse a prompt into the objects and background it claims; raise PromptError if it can't."""
+    return _read(text)[0]
+
+
+def object_word_spans(text: str) -> list[list[tuple[int, int]]]:
+    """For each object the prompt claims, in order, the character spans of the words that
+    describe it (size, colour, shape, motion, speed; not determiners, joiners or the background).
+    Raises PromptError as parse_prompt does."""
+    _, owned, spans = _read(text)
+    return [[spans[i] for i in tags] for tags in owned]
+
+
+def _read(text: str) -> tuple[PromptClaims, list[list[int]], list[tuple[int, int]]]:
+    """parse_prompt's claims, the indices of each object's tags, and every tag's character span."""
     if not text or not text.strip():
         raise PromptError("the prompt is empty.")
-    tags = _tag(text)
+    spans: list[tuple[int, int]] = []
+    tags = _tag(text, spans)
     objects: list[tuple[ObjectClaim, list]] = []
+    owned: list[list[int]] = []  # tag indices of each object
+    pending_tags: list[int] = []
     pending, background = _Pending(), None
     np_open = False  # a determiner opened a noun phrase whose shape has not come yet
     for i, (tag, value, surface) in enumerate(tags):
@@ -181,20 +210,25 @@ def parse_prompt(text: str) -> PromptClaims:
             if pending.colour:
                 raise PromptError(f"one object has two colours ({pending.colour} and {value}).")
             pending.colour = value
+            pending_tags.append(i)
         elif tag == "SIZE":
             if pending.size:
                 raise PromptError(f"one object has two sizes ({pending.size} and {value}).")
             pending.size = value
+            pending_tags.append(i)
         elif tag == "SHAPE":
             objects.append((ObjectClaim(value, pending.colour, pending.size), pending.parts))
-            pending, np_open = _Pending(), False
+            owned.append([*pending_tags, i])
+            pending, pending_tags, np_open = _Pending(), [], False
         elif tag in ("DET", "BGNOUN"):
             np_open = tag == "DET"
         elif tag in ("MOTION", "DIR", "VERB", "SPEED", "DIAG"):
             if np_open or not pending.empty() or not objects:  # before its noun: "a spinning red square"
                 pending.parts.append((tag, value, surface))
+                pending_tags.append(i)
             else:
                 objects[-1][1].append((tag, value, surface))
+                owned[-1].append(i)
     if not pending.empty():
         words = " ".join(w for w in [pending.size, pending.colour] + [p[2] for p in pending.parts] if w)
         raise PromptError(f"'{words}' does not describe any shape; name a circle, square or triangle.")
@@ -212,4 +246,4 @@ def parse_prompt(text: str) -> PromptClaims:
     colours = [o.colour for o in claims if o.colour]
     if len(colours) != len(set(colours)):
         raise PromptError(f"two objects never share a colour in shapes world v1 (both {colours[0]}).")
-    return PromptClaims(text, claims, background)
+    return PromptClaims(text, claims, background), owned, spans
