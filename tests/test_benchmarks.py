@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -478,3 +479,25 @@ def test_attention_probe_reads_object_words_at_their_object(tmp_path):
     assert shipped_row["t=0.2"]["own"] > even_row["t=0.2"]["own"] + 0.05
     for row in (shipped_row, even_row):
         assert 0 <= row["t=0.2"]["other"] and row["t=0.2"]["own"] + row["t=0.2"]["other"] <= 1 + 1e-6
+
+
+def test_sdedit_probe_from_pure_noise_is_the_pipeline_and_from_zero_the_autoencoder():
+    """scripts/sdedit_probe.py: t0 = 1 makes exactly the pipeline's video of the prompt's first
+    seed; t0 = 0 is the autoencoder's reconstruction of the prompt's world clip."""
+    from kinema.data.loader import from_model_range, to_model_range
+    from kinema.eval.suite import real_clips, suite_prompts, video_seed
+    from kinema.pipelines import KinemaPipeline
+
+    sdedit_probe = pytest.importorskip("sdedit_probe")
+    pipe = KinemaPipeline.from_pretrained()
+    prompts = suite_prompts("shapes-v1-trained", 202)[200:]
+    videos = sdedit_probe.from_clips(pipe, prompts, [1.0, 0.0], batch=2)
+    for p, video in zip(prompts, videos[1.0]):
+        own = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, 0)), output_type="uint8",
+                   progress=False).frames[0]
+        assert np.abs(video.astype(int) - np.asarray(own).astype(int)).max() <= 1  # batch-of-2 vs 1 rounding
+    clips = real_clips(prompts, 64, 64, 17)
+    with torch.no_grad():
+        z = pipe.vae.normalize(pipe.vae.encode(torch.stack([to_model_range(c) for c in clips])).mode())
+        again = from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))
+    assert all(np.array_equal(a, b) for a, b in zip(videos[0.0], again))

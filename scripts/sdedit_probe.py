@@ -1,0 +1,92 @@
+"""Where in the trajectory do videos go wrong? Start the sampler from the prompt's own world clip.
+
+For each tuning prompt (ids 200.. of shapes-v1-trained, never the test's 0-199), the world clip its
+caption describes is encoded, noised to t0 with the noise the pipeline would draw for the prompt's
+first video, x = (1 - t0) z + t0 noise (SDEdit, Meng et al. 2022), and integrated to t = 0 over the
+default sampler's times below t0 (same steps, shift and guidance). The judge scores the result.
+
+    t0 = 1   the pipeline's own video (pure noise: the clip plays no part), pass rate as tune_sampling.py
+    t0 = 0   the autoencoder's reconstruction of the clip: the ceiling
+    between  how much of a correct video the denoiser keeps when it starts from it at that noise
+
+    python scripts/sdedit_probe.py kinema/weights/default --from 1 0.9 0.8 0.6 0.4 0 --prompts 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kinema import flow
+from kinema.data.loader import from_model_range, to_model_range
+from kinema.eval.judge import judge
+from kinema.eval.suite import real_clips, suite_prompts, video_seed
+from kinema.pipelines.pipeline import KinemaPipeline
+from tune_sampling import TUNE_FIRST  # the tuning prompts start where the adherence protocol's 0-199 end
+
+
+@torch.no_grad()
+def from_clips(pipe, prompts, t0s: list[float], batch: int = 20) -> dict[float, list[np.ndarray]]:
+    """t0 -> the (T, H, W, 3) uint8 video of each prompt, sampled from its world clip noised to t0."""
+    d = pipe.defaults
+    clips = real_clips(prompts, d.width, d.height, d.num_frames)
+    out: dict[float, list[np.ndarray]] = {t0: [] for t0 in t0s}
+    for a in range(0, len(prompts), batch):
+        ps = prompts[a:a + batch]
+        z0 = pipe.vae.normalize(pipe.vae.encode(torch.stack([to_model_range(c) for c in clips[a:a + batch]])).mode())
+        noise = torch.stack([torch.randn(z0.shape[1:], generator=torch.Generator().manual_seed(video_seed(p.id, 0)))
+                             for p in ps])  # what the pipeline draws for each prompt's first video
+        cond = pipe.text_encoder.encode([p.text for p in ps])
+        uncond = pipe.text_encoder.encode([""] * len(ps))
+        tokens = math.prod(s // q for s, q in zip(z0.shape[2:], pipe.dit.cfg.patch_size))
+        times = flow.sampling_timesteps(d.num_inference_steps, d.shift or flow.timestep_shift_for(tokens)).tolist()
+        velocity = flow.guided_velocity_fn(pipe.dit, cond, uncond, d.guidance_scale)
+        for t0 in t0s:
+            ts = [t0] + [t for t in times if t < t0 - 1e-6]
+            x = (1 - t0) * z0 + t0 * noise
+            for t, t_next in zip(ts[:-1], ts[1:]):
+                x = x + (t_next - t) * velocity(x, torch.full((len(ps),), t))
+            out[t0].extend(from_model_range(pipe.vae.decode(pipe.vae.denormalize(x))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", help="a model folder (default: the shipped model)")
+    ap.add_argument("--from", dest="t0s", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.6, 0.4, 0.0],
+                    help="noise levels t0 to start from (1 = pure noise, 0 = the clip itself)")
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--json", help="also write the figures here")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if any(not 0 <= t <= 1 for t in a.t0s):
+        ap.error("--from: noise levels must lie in [0, 1]")
+    pipe = KinemaPipeline.from_pretrained(a.model)
+    prompts = suite_prompts("shapes-v1-trained", TUNE_FIRST + a.prompts)[TUNE_FIRST:]
+    t_start = time.perf_counter()
+    videos = from_clips(pipe, prompts, a.t0s, a.batch)
+    rows = []
+    for t0, vs in videos.items():
+        passed = [bool(judge(v, p.text).passed) for v, p in zip(vs, prompts)]
+        by = {n: [ok for ok, p in zip(passed, prompts) if p.num_objects == n] for n in (1, 2)}
+        rows.append({"t0": t0, "adherence": sum(passed) / len(passed),
+                     **{f"{n}_object{'s' if n > 1 else ''}": f"{sum(v)}/{len(v)}" for n, v in by.items()}})
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"{len(prompts)} prompts (ids {TUNE_FIRST}-{TUNE_FIRST + len(prompts) - 1} of shapes-v1-trained), "
+          f"{time.perf_counter() - t_start:.0f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
