@@ -138,14 +138,19 @@ def guided_velocity_fn(model_fn: Callable, cond: Any, uncond: Any, guidance_scal
 
 @torch.no_grad()
 def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: float = 1.0,
-                 progress: Any = None) -> Tensor:
+                 progress: Any = None, start: float = 1.0) -> Tensor:
     """Integrate dx/dt = v from t=1 (noise) to t=0 with `steps` Euler steps; returns the x0 estimate.
 
     velocity_fn(x, t) gets t of shape (B,). `progress` is optional: an object with .update(n)
-    (a tqdm bar) gets update(1) per step; any other callable gets progress(step, steps).
+    (a tqdm bar) gets update(1) per step; any other callable gets progress(step, total).
     Exact for a straight path whose velocity is constant, which is what rectified flow learns.
+    start < 1 (SDEdit): `noise` is x at t = start, and the steps are the grid's times below it.
     """
+    if not 0.0 <= start <= 1.0:
+        raise ValueError(f"start must lie in [0, 1], got {start}")
     ts = sampling_timesteps(steps, shift).tolist()
+    if start < 1.0:
+        ts = [start] + [t for t in ts if t < start - 1e-6]
     x = noise
     for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
@@ -154,5 +159,5 @@ def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: floa
         if hasattr(progress, "update"):
             progress.update(1)
         elif progress is not None:
-            progress(i + 1, steps)
+            progress(i + 1, len(ts) - 1)
     return x

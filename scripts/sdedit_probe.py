@@ -45,13 +45,10 @@ def from_clips(pipe, prompts, t0s: list[float], batch: int = 20) -> dict[float, 
         cond = pipe.text_encoder.encode([p.text for p in ps])
         uncond = pipe.text_encoder.encode([""] * len(ps))
         tokens = math.prod(s // q for s, q in zip(z0.shape[2:], pipe.dit.cfg.patch_size))
-        times = flow.sampling_timesteps(d.num_inference_steps, d.shift or flow.timestep_shift_for(tokens)).tolist()
+        shift = d.shift or flow.timestep_shift_for(tokens)
         velocity = flow.guided_velocity_fn(pipe.dit, cond, uncond, d.guidance_scale)
         for t0 in t0s:
-            ts = [t0] + [t for t in times if t < t0 - 1e-6]
-            x = (1 - t0) * z0 + t0 * noise
-            for t, t_next in zip(ts[:-1], ts[1:]):
-                x = x + (t_next - t) * velocity(x, torch.full((len(ps),), t))
+            x = flow.euler_sample(velocity, (1 - t0) * z0 + t0 * noise, d.num_inference_steps, shift=shift, start=t0)
             out[t0].extend(from_model_range(pipe.vae.decode(pipe.vae.denormalize(x))))
     return out
 

@@ -99,6 +99,23 @@ def test_euler_recovers_x0_on_a_straight_path(steps, shift):
     assert torch.allclose(out, x0, atol=1e-5)
 
 
+def test_euler_from_a_later_start_integrates_only_the_grid_below_it():
+    """start < 1 (SDEdit): x at t = start in, the grid's times below start stepped, x0 out."""
+    x0, noise = _pair(3)
+    grid = flow.sampling_timesteps(10, shift=3.0)
+    for start in (0.9, 0.5, float(grid[4])):
+        calls = []
+        x_start = flow.interpolate(x0, noise, torch.full((3,), start))
+        out = flow.euler_sample(lambda x, t: (calls.append(float(t[0])), noise - x0)[1], x_start, 10, shift=3.0,
+                                start=start)
+        expected = torch.tensor([start] + [float(t) for t in grid if t < start - 1e-6][:-1])  # float32, as t is
+        assert calls == expected.tolist()
+        assert torch.allclose(out, x0, atol=1e-5)
+    assert torch.equal(flow.euler_sample(lambda x, t: noise - x0, noise, 5, start=0.0), noise)  # nothing to do
+    with pytest.raises(ValueError, match="start"):
+        flow.euler_sample(lambda x, t: x, noise, 5, start=1.5)
+
+
 def test_euler_progress_callable_and_tqdm_like():
     x0, noise = _pair(4)
     seen = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -75,11 +76,13 @@ def scene_regions(scene, grid: tuple[int, int, int], temporal_stride: int, objec
     patchify orders tokens). Zero rows for objects the scene lacks."""
     gt, gh, gw = grid
     W, H = scene.width, scene.height
-    ch, cw = H / gh, W / gw
+    if H % gh or W % gw:
+        raise ValueError(f"a {W}x{H} frame does not split into the grid's {gh}x{gw} cells")
     out = torch.zeros(objects, gt, gh, gw)
     groups = latent_frames(scene.num_frames, temporal_stride)
     if len(groups) != gt:
         raise ValueError(f"{scene.num_frames} frames make {len(groups)} latent frames, the grid has {gt}")
+    frame = np.zeros((H, W))
     for k, track in enumerate(scene.objects[:objects]):
         for lt, frames in enumerate(groups):
             for t in frames:
@@ -87,23 +90,18 @@ def scene_regions(scene, grid: tuple[int, int, int], temporal_stride: int, objec
                 total = float(cov.sum())
                 if total <= 0:
                     continue
-                cov_t = torch.from_numpy(cov).float()
-                for i in range(gh):
-                    r0, r1 = max(rows.start, math.floor(i * ch)), min(rows.stop, math.ceil((i + 1) * ch))
-                    if r1 <= r0:
-                        continue
-                    for j in range(gw):
-                        c0, c1 = max(cols.start, math.floor(j * cw)), min(cols.stop, math.ceil((j + 1) * cw))
-                        if c1 > c0 and cov_t[r0 - rows.start:r1 - rows.start, c0 - cols.start:c1 - cols.start].sum() \
-                                >= MIN_SHARE * total:
-                            out[k, lt, i, j] = 1.0
+                frame[:] = 0
+                frame[rows, cols] = cov
+                cells = frame.reshape(gh, H // gh, gw, W // gw).sum(axis=(1, 3))  # (gh, gw) area in each cell
+                out[k, lt] += torch.from_numpy(cells >= MIN_SHARE * total)
+    return out.clamp_(max=1).reshape(objects, -1)
     return out.reshape(objects, -1)
 
 
 class SceneRegions:
     """regions(batch, latent_thw) -> (B, objects, N): scene_regions of each sample of a
     VideoBatches batch, from its world seed (a pool clip's key holds it; a fresh world stream's is
-    clip_seed(data.seed, g)). Kept per (seed, grid): a pool repeats its clips every epoch."""
+    clip_seed(data.seed, g)). A pool's are kept per (seed, grid): it repeats its clips every epoch."""
 
     def __init__(self, data, temporal_stride: int, patch: tuple[int, int, int], objects: int = 2):
         self.data, self.stride, self.patch, self.objects = data, temporal_stride, patch, objects
@@ -127,10 +125,12 @@ class SceneRegions:
                 rows.append(torch.zeros(self.objects, math.prod(grid)))
                 continue
             key = (seed, f, h, w, grid)
-            if key not in self.store:
-                scene = sample_scene(seed, w, h, f, self.data.fps)
-                self.store[key] = scene_regions(scene, grid, self.stride, self.objects)
-            rows.append(self.store[key])
+            regions = self.store.get(key)
+            if regions is None:
+                regions = scene_regions(sample_scene(seed, w, h, f, self.data.fps), grid, self.stride, self.objects)
+                if self.data.num_clips is not None:  # a fresh stream never repeats a clip: keep nothing
+                    self.store[key] = regions
+            rows.append(regions)
         return torch.stack(rows)
 
 
