@@ -6,7 +6,8 @@ straight line (rectified flow, Liu et al. 2022; flow matching, Lipman et al. 202
     x_t = (1 - t) * x0 + t * noise          d x_t / d t = noise - x0 = v
 
 The network learns v(x_t, t, text) with a plain MSE; sampling integrates dx/dt = v from t = 1
-(pure noise) down to t = 0 with Euler steps. The layout follows minRF (cloneofsimo/minRF).
+(pure noise) down to t = 0 with Euler steps, or, with eta > 0, steps that draw a share of the
+noise afresh (`sampler_step`). The layout follows minRF (cloneofsimo/minRF).
 """
 from __future__ import annotations
 
@@ -136,18 +137,46 @@ def guided_velocity_fn(model_fn: Callable, cond: Any, uncond: Any, guidance_scal
     return velocity_fn
 
 
+def sampler_step(x: Tensor, v: Tensor, t: float, t_next: float, eta: float = 0.0,
+                 fresh: Tensor | None = None) -> Tensor:
+    """x at t_next < t from x at t and the velocity v there.
+
+    eta = 0: the Euler step x + (t_next - t) * v. eta > 0: DDIM's eta (Song et al. 2021) on the
+    straight path. v splits x into a clean part x0 = x - t v and its noise eps = x + (1 - t) v; the
+    step lands at noise level t_next with a share of that noise drawn anew (`fresh`, N(0, I)):
+
+        x_next = (1 - t_next) x0 + t_next (sqrt(1 - r^2) eps + r fresh),   r = eta * sigma / t_next
+
+    sigma is the standard deviation of x at t_next given x at t and the clean sample (the path run
+    forward from t_next to t is x_t = a x_t' + b z with a = (1 - t) / (1 - t_next), b^2 = t^2 - a^2
+    t_next^2, so sigma = t_next b / t). eta = 1 is then DDPM's ancestral step, and, as in DDIM, every
+    eta keeps the path's marginals as the steps shrink (tested on Gaussian data). The fresh draws let
+    later steps correct what earlier ones got wrong."""
+    if eta == 0.0 or t_next <= 0.0:
+        return x + (t_next - t) * v
+    a = (1.0 - t) / (1.0 - t_next)
+    share = eta * math.sqrt(max(t * t - a * a * t_next * t_next, 0.0)) / t  # r = eta * sigma / t_next
+    x0, eps = x - t * v, x + (1.0 - t) * v
+    return (1.0 - t_next) * x0 + t_next * (math.sqrt(1.0 - share * share) * eps + share * fresh)
+
+
 @torch.no_grad()
 def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: float = 1.0,
-                 progress: Any = None, start: float = 1.0) -> Tensor:
+                 progress: Any = None, start: float = 1.0, eta: float = 0.0,
+                 generator: torch.Generator | None = None) -> Tensor:
     """Integrate dx/dt = v from t=1 (noise) to t=0 with `steps` Euler steps; returns the x0 estimate.
 
     velocity_fn(x, t) gets t of shape (B,). `progress` is optional: an object with .update(n)
     (a tqdm bar) gets update(1) per step; any other callable gets progress(step, total).
     Exact for a straight path whose velocity is constant, which is what rectified flow learns.
     start < 1 (SDEdit): `noise` is x at t = start, and the steps are the grid's times below it.
+    eta > 0: stochastic steps (`sampler_step`), their fresh noise drawn on the CPU from
+    `generator` (the same draws on any device), after the draws that made `noise`.
     """
     if not 0.0 <= start <= 1.0:
         raise ValueError(f"start must lie in [0, 1], got {start}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
     ts = sampling_timesteps(steps, shift).tolist()
     if start < 1.0:
         ts = [start] + [t for t in ts if t < start - 1e-6]
@@ -155,7 +184,10 @@ def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: floa
     for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
         v = velocity_fn(x, t_batch)
-        x = x + (t_next - t) * v.to(x.dtype)
+        fresh = None
+        if eta > 0.0 and t_next > 0.0:
+            fresh = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+        x = sampler_step(x, v.to(x.dtype), t, t_next, eta, fresh)
         if hasattr(progress, "update"):
             progress.update(1)
         elif progress is not None:

@@ -59,14 +59,15 @@ def _texts(pipe: KinemaPipeline, texts: list[str]) -> tuple[torch.Tensor, torch.
 
 
 def _sample(pipe: KinemaPipeline, seed: int, velocity_for) -> np.ndarray:
-    """(T, H, W, 3) uint8: the pipeline's noise, steps, shift and decode around `velocity_for(shape)`,
+    """(T, H, W, 3) uint8: the pipeline's noise, steps, shift, eta and decode around `velocity_for(shape)`,
     which returns the velocity function (x, t) -> v for latents of that shape."""
     d = pipe.defaults
     shape = (1, *pipe.vae.latent_shape(d.num_frames, d.height, d.width))
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(shape, generator=generator)
     tokens = math.prod(s // p for s, p in zip(shape[2:], pipe.dit.cfg.patch_size))
     z = flow.euler_sample(velocity_for(shape), noise, d.num_inference_steps,
-                          shift=d.shift or flow.timestep_shift_for(tokens))
+                          shift=d.shift or flow.timestep_shift_for(tokens), eta=d.eta, generator=generator)
     return from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))[0]
 
 

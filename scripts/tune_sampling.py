@@ -1,11 +1,11 @@
 """Pick a model's default guidance scale, sampling steps and time shift on prompts the test never uses.
 
-    python scripts/tune_sampling.py MODEL_DIR --guidance 2 3 4 6 --steps 30 --shift 1 2 [--prompts 60]
+    python scripts/tune_sampling.py MODEL_DIR --guidance 2 3 4 6 --steps 30 --shift 1 2 --eta 0 0.5 1 [--prompts 60]
 
 Prompts 200.. of the shapes-v1-trained suite (the adherence protocol takes prompts 0-199 of it,
 docs/default-model.md), one video each, judged; every setting sees the same prompts and seeds.
 Prints adherence and per-attribute rates per setting; the best one goes into the model with
-`kinema export MODEL_DIR --out DIR --guidance G --steps S --shift A`.
+`kinema export MODEL_DIR --out DIR --guidance G --steps S --shift A --eta E`.
 
 Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"):
 `--guide-model DIT_DIR --autoguidance W ...` adds W - 1 times (v_model(c) - v_guide(c)) to the
@@ -77,9 +77,13 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--suite", default="shapes-v1-trained")
     ap.add_argument("--prompts", type=int, default=60)
+    ap.add_argument("--first", type=int, default=TUNE_FIRST,
+                    help=f"first prompt id (>= {TUNE_FIRST}: the test protocol uses the ones below)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[4.0])
     ap.add_argument("--steps", type=int, nargs="+", default=[30])
     ap.add_argument("--shift", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--eta", type=float, nargs="+", default=[None],
+                    help="fresh noise a sampling step (flow.sampler_step): 0 = Euler, 1 = ancestral (default: the model's)")
     ap.add_argument("--guide-model", help="a weaker DiT (folder) for --autoguidance")
     ap.add_argument("--guide-skip-blocks", type=int, nargs="+",
                     help="the guide is the model with these blocks skipped (STG-R), for --autoguidance")
@@ -101,11 +105,15 @@ def main() -> None:
         guide = skip_blocks(model, set(a.guide_skip_blocks))
     if guide is None and a.autoguidance != [1.0]:
         ap.error("--autoguidance needs --guide-model or --guide-skip-blocks")
-    prompts = suite_prompts(a.suite, TUNE_FIRST + a.prompts)[TUNE_FIRST:]
+    if a.first < TUNE_FIRST:
+        ap.error(f"--first {a.first}: prompts 0-{TUNE_FIRST - 1} are the test's; tune on {TUNE_FIRST} and up")
+    prompts = suite_prompts(a.suite, a.first + a.prompts)[a.first:]
     rows = []
     intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
-    for g, s, sh, ag, iv in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals):
-        pipe.defaults.shift = sh
+    model_eta = pipe.defaults.eta
+    for g, s, sh, ag, iv, eta in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals, a.eta):
+        eta = model_eta if eta is None else eta
+        pipe.defaults.shift, pipe.defaults.eta = sh, eta
         plain = ag == 1.0 and iv == (0.0, 1.0)
         pipe.dit, scale = (model, g) if plain else (Autoguided(model, guide, g, ag, iv), Autoguided.PASS_THROUGH)
         t0 = time.perf_counter()
@@ -114,16 +122,16 @@ def main() -> None:
         by = {k: round(v["rate"], 3) for k, v in summary["by_attribute"].items()}
         objects = {f"{k}_object{'s' * (k == '2')}": round(v["rate"], 3) for k, v in summary["by_objects"].items() if v["videos"]}
         motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
-        rows.append({"guidance": g, "steps": s, "shift": sh, **({"autoguidance": ag} if guide else {}),
+        rows.append({"guidance": g, "steps": s, "shift": sh, "eta": eta, **({"autoguidance": ag} if guide else {}),
                      **({"interval": list(iv)} if iv != (0.0, 1.0) else {}), "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     best = max(rows, key=lambda r: r["adherence"])
-    print(f"best on prompts {TUNE_FIRST}-{TUNE_FIRST + a.prompts - 1} of {a.suite}: {json.dumps(best)}")
+    print(f"best on prompts {a.first}-{a.first + a.prompts - 1} of {a.suite}: {json.dumps(best)}")
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"suite": a.suite, "prompts": [TUNE_FIRST, TUNE_FIRST + a.prompts], "rows": rows}, fh, indent=1)
+            json.dump({"suite": a.suite, "prompts": [a.first, a.first + a.prompts], "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -491,11 +491,16 @@ def test_sdedit_probe_from_pure_noise_is_the_pipeline_and_from_zero_the_autoenco
     sdedit_probe = pytest.importorskip("sdedit_probe")
     pipe = KinemaPipeline.from_pretrained()
     prompts = suite_prompts("shapes-v1-trained", 202)[200:]
+    assert pipe.defaults.eta > 0  # the shipped sampler is stochastic: one prompt at a time, each its own stream
     videos = sdedit_probe.from_clips(pipe, prompts, [1.0, 0.0], batch=2)
-    for p, video in zip(prompts, videos[1.0]):
+    euler = sdedit_probe.from_clips(pipe, prompts, [1.0], batch=2, eta=0.0)  # deterministic: batched
+    for p, video, det in zip(prompts, videos[1.0], euler[1.0]):
         own = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, 0)), output_type="uint8",
                    progress=False).frames[0]
-        assert np.abs(video.astype(int) - np.asarray(own).astype(int)).max() <= 1  # batch-of-2 vs 1 rounding
+        assert np.abs(video.astype(int) - np.asarray(own).astype(int)).max() <= 1  # rounding
+        own = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, 0)), output_type="uint8",
+                   progress=False, eta=0.0).frames[0]
+        assert np.abs(det.astype(int) - np.asarray(own).astype(int)).max() <= 1  # batch-of-2 vs 1 rounding
     clips = real_clips(prompts, 64, 64, 17)
     with torch.no_grad():
         z = pipe.vae.normalize(pipe.vae.encode(torch.stack([to_model_range(c) for c in clips])).mode())

@@ -120,13 +120,14 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     vae.save_pretrained(tmp_path / "decoder")
     out = tmp_path / "shipped"
     assert main(["export", str(model), "--out", str(out), "--vae", str(tmp_path / "decoder"), "--guidance", "3.5",
-                 "--shift", "2"]) == 0
+                 "--shift", "2", "--eta", "0.7"]) == 0
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == ["caption_vocab.json", "dit/config.json", "dit/model.safetensors", "model_index.json",
                      "vae/config.json", "vae/model.safetensors"]
     pipe = KinemaPipeline.from_pretrained(out)
     assert pipe.refiner.vocabulary == {"a": 2, "red": 1, "ball": 1}
     assert (pipe.defaults.guidance_scale, pipe.defaults.num_inference_steps, pipe.defaults.shift) == (3.5, 2, 2.0)
+    assert pipe.defaults.eta == 0.7
     for a, b in zip(pipe.vae.decoder.parameters(), vae.decoder.parameters()):
         assert torch.equal(a, b)
     other = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))

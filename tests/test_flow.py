@@ -116,6 +116,46 @@ def test_euler_from_a_later_start_integrates_only_the_grid_below_it():
         flow.euler_sample(lambda x, t: x, noise, 5, start=1.5)
 
 
+def _gaussian_velocity(s):
+    """The exact velocity when x0 ~ N(0, s^2): v(x, t) = E[noise - x0 | x_t = x]."""
+    def velocity_fn(x, t):
+        t = t.view(-1, *[1] * (x.ndim - 1)).double()
+        var = (1 - t) ** 2 * s * s + t * t
+        return ((t - (1 - t) * s * s) / var * x).to(x.dtype)
+    return velocity_fn
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_stochastic_steps_keep_the_paths_marginals(eta):
+    """With the exact velocity and small steps, every eta turns N(0, 1) noise into N(0, s^2) data
+    (at 30 steps eta = 1 ends 8 % narrow, Euler 4 %: ancestral steps converge more slowly)."""
+    s = 0.5
+    noise = torch.randn(20000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = flow.euler_sample(_gaussian_velocity(s), noise, 200, eta=eta, generator=torch.Generator().manual_seed(1))
+    assert abs(out.std().item() - s) < 0.015 and abs(out.mean().item()) < 0.015
+    if eta == 1.0:  # re-noising all the noise at every step, not DDIM's shrinking share, would not keep them
+        x, ts, g = noise.clone(), flow.sampling_timesteps(200).tolist(), torch.Generator().manual_seed(1)
+        for t, tn in zip(ts[:-1], ts[1:]):
+            v = _gaussian_velocity(s)(x, torch.full((x.shape[0],), t))
+            x = (1 - tn) * (x - t * v) + tn * torch.randn(x.shape, generator=g, dtype=x.dtype)
+        assert abs(x.std().item() - s) > 0.1
+
+
+def test_stochastic_steps_are_euler_at_eta_0_land_on_a_known_x0_and_follow_the_generator():
+    x0, noise = _pair(5)
+    to_x0 = lambda x, t: (x - x0) / t.view(-1, 1, 1, 1, 1)  # noqa: E731  exact velocity for data = x0 alone
+    for eta in (0.3, 1.0):  # x - t v is x0 at every step, whatever noise is drawn
+        assert torch.allclose(flow.euler_sample(to_x0, noise, 6, eta=eta), x0, atol=1e-5)
+    v = torch.randn_like(noise)
+    assert torch.equal(flow.sampler_step(noise, v, 0.8, 0.6, 0.0), noise + (0.6 - 0.8) * v)
+    field = lambda x, t: torch.sin(x) + t.view(-1, 1, 1, 1, 1)  # noqa: E731  any velocity field
+    runs = [flow.euler_sample(field, noise, 8, eta=0.5, generator=torch.Generator().manual_seed(k)) for k in (7, 7, 8)]
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+    assert not torch.allclose(runs[0], flow.euler_sample(field, noise, 8))
+    with pytest.raises(ValueError, match="eta"):
+        flow.euler_sample(field, noise, 8, eta=1.5)
+
+
 def test_euler_progress_callable_and_tqdm_like():
     x0, noise = _pair(4)
     seen = []

@@ -72,6 +72,40 @@ def test_init_from_adds_a_text_refiner_as_the_identity(tmp_path):
     assert kept.text_refiner[0].proj.weight.abs().sum() > 0
 
 
+def test_dropping_the_pooled_text_path_folds_the_empty_captions_vector_into_time(tmp_path, monkeypatch):
+    old = perturbed(tiny(depth=2))
+    folder = saved(old, tmp_path / "m")
+    new = DiT(tiny(depth=2, pooled_text=False)).eval()
+    assert new.pooled_embed is None and not any(k.startswith("pooled_embed.") for k in new.state_dict())
+    init_from_model(new, folder)
+    x, t, y, mask = inputs(tiny())
+    with torch.no_grad():
+        differs = new(x, t, y, mask)
+        assert not torch.allclose(differs, old(x, t, y, mask), atol=1e-3)  # the old model reads the pooled caption
+        # ... and gives exactly the new output when its adaLN gets the empty caption's (zero) pooled vector
+        monkeypatch.setattr("kinema.models.dit.masked_mean", lambda text, mask=None: torch.zeros(text.shape[0], text.shape[2]))
+        torch.testing.assert_close(differs, old(x, t, y, mask), atol=1e-5, rtol=1e-5)
+    without = saved(perturbed(tiny(depth=2, pooled_text=False)), tmp_path / "p")
+    with pytest.raises(ValueError, match="can be dropped from a trained model"):
+        init_from_model(DiT(tiny(depth=2)), without)
+
+
+def test_without_pooled_text_the_caption_reaches_tokens_only_through_cross_attention():
+    model = perturbed(tiny(depth=2, pooled_text=False))
+    for block in model.blocks:  # cut cross-attention: the caption must then change nothing
+        block.cross.proj.weight.data.zero_()
+        block.cross.proj.bias.data.zero_()
+    x, t, y, mask = inputs(tiny())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y, mask), model(x, t, torch.randn_like(y), mask))
+    with_pool = perturbed(tiny(depth=2))
+    for block in with_pool.blocks:
+        block.cross.proj.weight.data.zero_()
+        block.cross.proj.bias.data.zero_()
+    with torch.no_grad():  # with the pooled path it still does, through every block's adaLN
+        assert not torch.allclose(with_pool(x, t, y, mask), with_pool(x, t, torch.randn_like(y), mask), atol=1e-3)
+
+
 def test_a_new_autoencoder_keeps_the_trunk_and_reinitialises_the_latent_layers(tmp_path):
     old = perturbed(tiny(depth=2))
     folder = saved(old, tmp_path / "m")

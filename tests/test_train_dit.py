@@ -333,10 +333,27 @@ def test_negative_prompt_and_guidance_are_used(pipe):
     assert np.array_equal(run(guidance_scale=1.0), run(guidance_scale=1.0, negative_prompt="a blue square"))
 
 
+def test_stochastic_sampling_follows_the_seed_and_the_model_default(pipe):
+    """eta > 0 draws fresh noise from the call's generator: the same seed gives the same video, and
+    a model folder's default eta is what a call without one uses."""
+    import dataclasses
+
+    def run(p=pipe, **kw):
+        return p("a red ball moving right", generator=torch.Generator().manual_seed(3), output_type="uint8",
+                 progress=False, num_inference_steps=4, **kw).frames[0]
+    euler = run()
+    assert pipe.defaults.eta == 0.0 and np.array_equal(euler, run(eta=0.0))
+    ancestral = run(eta=1.0)
+    assert np.array_equal(ancestral, run(eta=1.0)) and not np.array_equal(ancestral, euler)
+    stochastic = KinemaPipeline(pipe.vae, pipe.dit, pipe.text_encoder, dataclasses.replace(pipe.defaults, eta=1.0))
+    assert np.array_equal(run(stochastic), ancestral) and np.array_equal(run(stochastic, eta=0.0), euler)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prompt=""), "empty"), (dict(prompt=["ok", " "]), "empty"),
     (dict(num_frames=6), "4k\\+1"), (dict(height=40), "multiple of 16"), (dict(width=8), "multiple of 16"),
     (dict(num_inference_steps=0), ">= 1"), (dict(guidance_scale=-1), ">= 0"), (dict(output_type="pil"), "output_type"),
+    (dict(eta=1.5), "eta must lie in"), (dict(eta=-0.1), "eta must lie in"),
 ])
 def test_pipeline_bad_arguments(pipe, kwargs, message):
     kwargs = {"prompt": "a red ball", **kwargs}
@@ -394,16 +411,16 @@ def test_cli_generate_every_flag(trained, tmp_path):
     model = trained[0] / "full" / "model"
     out = tmp_path / "g.mp4"
     cmd = [sys.executable, "-m", "kinema", "generate", "a red ball moving right", "--out", str(out), "--model", str(model),
-           "--seed", "3", "--steps", "2", "--guidance", "1.5", "--negative", "a blue square", "--frames", "9",
+           "--seed", "3", "--steps", "2", "--guidance", "1.5", "--eta", "0.5", "--negative", "a blue square", "--frames", "9",
            "--width", "48", "--height", "32", "--fps", "4", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     first = read_video(out)
     assert first.shape == (9, 32, 48, 3) and read_video_info(out).fps == 4.0
-    assert json.loads(r.stdout)["seed"] == 3 and json.loads(r.stdout)["read_as"]
+    assert json.loads(r.stdout)["seed"] == 3 and json.loads(r.stdout)["read_as"] and json.loads(r.stdout)["eta"] == 0.5
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     assert np.abs(read_video(out).astype(int) - first.astype(int)).mean() < 1  # same seed, same video
-    for bad, message in [(["--frames", "8"], "4k+1"), (["--width", "50"], "multiple of 16")]:
+    for bad, message in [(["--frames", "8"], "4k+1"), (["--width", "50"], "multiple of 16"), (["--eta", "2"], "eta must")]:
         r = subprocess.run(cmd + bad, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "kinema", "generate", " ", "--out", str(out)], capture_output=True, text=True)

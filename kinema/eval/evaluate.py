@@ -70,7 +70,7 @@ def evaluate_model(model: str | Path | None, out: str | Path, suite: str = "shap
                    frames: int | None = None,
                    steps: int | None = None, guidance: float | None = None, i3d: str | Path | None = None,
                    gifs: int = 24, compare: str | Path | None = None, label: str | None = None,
-                   progress: bool = True, refine_prompt: bool | None = None) -> dict:
+                   progress: bool = True, refine_prompt: bool | None = None, eta: float | None = None) -> dict:
     """Generate the suite with a model, judge and measure it, write REPORT_DIR/report.{json,html}.
     Size and length left None are the model's own defaults (its model_index.json); so is prompt
     refinement (`refine_prompt` False: the DiT reads the suite's prompts as written)."""
@@ -90,7 +90,7 @@ def evaluate_model(model: str | Path | None, out: str | Path, suite: str = "shap
     pipe = KinemaPipeline.from_pretrained(model)
     if refine_prompt is not None:
         pipe.defaults.refine_prompt = refine_prompt
-    run = run_suite(pipe, plist, videos_per_prompt, frames, height, width, steps, guidance, progress=progress)
+    run = run_suite(pipe, plist, videos_per_prompt, frames, height, width, steps, guidance, progress=progress, eta=eta)
     t_gen = time.perf_counter() - t0
     out = _prepare_out(out)
 
@@ -197,7 +197,7 @@ def evaluate_autoencoders(vae_dirs: list[str | Path], out: str | Path, clips: in
 # would ignore is an error rather than silently doing nothing; then the defaults are filled in.
 DEFAULTS = {"suite": "shapes-v1", "prompts": 100, "videos_per_prompt": 2, "gifs": 24, "clips": 200, "seed": 0}
 VAE_DEFAULTS = {"width": 64, "height": 64, "frames": 17}  # a --model run uses the model's own defaults
-USES = {"model": {"suite", "prompts", "videos_per_prompt", "width", "height", "frames", "steps", "guidance",
+USES = {"model": {"suite", "prompts", "videos_per_prompt", "width", "height", "frames", "steps", "guidance", "eta",
                   "i3d", "gifs", "compare", "label", "no_refine"},
         "report": {"compare"}, "vae": {"clips", "seed", "width", "height", "frames"}}
 
@@ -231,7 +231,7 @@ def run_command(o: dict) -> dict:
     r = evaluate_model(o.get("model"), o["out"], o["suite"], o["prompts"], o["videos_per_prompt"], o["width"],
                        o["height"], o["frames"], o.get("steps"), o.get("guidance"), o.get("i3d"), o["gifs"],
                        o.get("compare"), o.get("label"), progress=progress,
-                       refine_prompt=False if o.get("no_refine") else None)
+                       refine_prompt=False if o.get("no_refine") else None, eta=o.get("eta"))
     ad = r["adherence"]
     return {"out": o["out"], "videos": ad["videos"], "pass_rate": ad["rate"],
             "by_attribute": {k: v["rate"] for k, v in ad["by_attribute"].items()},

@@ -163,7 +163,7 @@ class SuiteRun:
 
 def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_frames: int | None = None,
               height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
-              guidance_scale: float | None = None, progress: bool = True) -> SuiteRun:
+              guidance_scale: float | None = None, progress: bool = True, eta: float | None = None) -> SuiteRun:
     """Generate `videos_per_prompt` videos of every prompt with `pipe` (a KinemaPipeline or
     anything with its call signature), each from its own seed, and judge each one."""
     import torch
@@ -175,9 +175,9 @@ def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_
     pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
     settings = {"num_frames": pick(num_frames, d.num_frames), "height": pick(height, d.height),
                 "width": pick(width, d.width), "num_inference_steps": pick(num_inference_steps, d.num_inference_steps),
-                "guidance_scale": pick(guidance_scale, d.guidance_scale)}
+                "guidance_scale": pick(guidance_scale, d.guidance_scale), "eta": pick(eta, getattr(d, "eta", 0.0))}
     pipe.check_inputs(prompts[0].text, settings["num_frames"], settings["height"], settings["width"],
-                      settings["num_inference_steps"], settings["guidance_scale"])  # before any denoising
+                      settings["num_inference_steps"], settings["guidance_scale"], settings["eta"])  # before any denoising
     run = SuiteRun(settings={**settings, "videos_per_prompt": videos_per_prompt, "prompts": len(prompts)})
     with tqdm(total=len(prompts) * videos_per_prompt, desc="eval", unit="video", disable=not progress) as bar:
         for p in prompts:

@@ -1,7 +1,7 @@
 """The diffusion transformer: spacetime patches of video latents in, flow velocity out.
 
     x (B, C, T, H, W) latents --patchify--> (B, N, D) tokens, N = T/pt * H/ph * W/pw
-    t (B,) in [0, 1] + pooled text --> c (B, D) --adaLN-Zero--> every block
+    t (B,) in [0, 1] + pooled text (unless pooled_text=False) --> c (B, D) --adaLN-Zero--> every block
     text (B, L, text_dim) --> cross-attention (PixArt-alpha) or joint attention (SD3 MMDiT)
     blocks: full 3D self-attention with 3D RoPE and QK-norm, then MLP
     final adaLN + Linear --unpatchify--> velocity (B, C, T, H, W)
@@ -49,6 +49,7 @@ class DiTConfig:
     rope_theta: float = 10000.0
     rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (t, h, w) multipliers of token positions (rope.py)
     text_refiner_depth: int = 0  # self-attention blocks over the caption's tokens before any block reads them
+    pooled_text: bool = True  # add the caption's mean state to the timestep embedding (SD3); False: adaLN sees t only (PixArt-alpha)
 
     def __post_init__(self):
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -397,7 +398,10 @@ class DiT(nn.Module):
         # to the timestep embedding as SD3 does with pooled CLIP: every block's adaLN sees a
         # global summary of the caption, which small models pick up much faster than attention.
         self.text_embed = nn.Sequential(nn.Linear(cfg.text_dim, D), nn.GELU(approximate="tanh"), nn.Linear(D, D))
-        self.pooled_embed = nn.Sequential(nn.Linear(cfg.text_dim, D), nn.SiLU(), nn.Linear(D, D))
+        # pooled_text = False leaves it out: the caption then reaches a token only through
+        # cross-attention, where a word can be read at one object and not at another.
+        self.pooled_embed = (nn.Sequential(nn.Linear(cfg.text_dim, D), nn.SiLU(), nn.Linear(D, D))
+                             if cfg.pooled_text else None)
         self.text_refiner = nn.ModuleList(TextRefinerBlock(cfg) for _ in range(cfg.text_refiner_depth))
         if cfg.conditioning == "cross":
             self.blocks = nn.ModuleList(CrossDiTBlock(cfg) for _ in range(cfg.depth))
@@ -415,6 +419,8 @@ class DiT(nn.Module):
                 nn.init.zeros_(m.bias)
         self.apply(_basic)
         for mlp in (self.t_embed.mlp, self.text_embed, self.pooled_embed):
+            if mlp is None:
+                continue
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
         zero = [self.final.adaLN[-1], self.final.linear]
@@ -462,7 +468,9 @@ class DiT(nn.Module):
         if text_mask is not None:
             text = text * text_mask.unsqueeze(-1).to(text.dtype)  # padding states are never read; keep them finite
         y = self.text_embed(text)  # (B, L, D)
-        c = self.t_embed(t) + self.pooled_embed(masked_mean(text, text_mask).to(y.dtype))  # (B, D)
+        c = self.t_embed(t)  # (B, D)
+        if self.pooled_embed is not None:
+            c = c + self.pooled_embed(masked_mean(text, text_mask).to(y.dtype))
         rope = rope_cos_sin(grid, cfg.head_dim, cfg.rope_theta, x.device, cfg.rope_scale)  # 2 x (N, d/2) fp32
 
         mask = has_text = text_keys = None
@@ -499,7 +507,8 @@ def forward_flops(cfg: DiTConfig, latent_thw: tuple[int, int, int], text_len: in
     lin = lambda tokens, i, o: 2 * tokens * i * o  # noqa: E731
     attn = lambda nq, nk: 2 * 2 * nq * nk * D  # noqa: E731  q.k scores and the weighted sum of v
     f = lin(N, P, D) + lin(L, E, D) + lin(L, D, D)  # patch and caption embedding
-    f += lin(1, 256, D) + lin(1, D, D) + lin(1, E, D) + lin(1, D, D)  # timestep and pooled text
+    f += lin(1, 256, D) + lin(1, D, D)  # timestep
+    f += (lin(1, E, D) + lin(1, D, D)) if cfg.pooled_text else 0  # pooled text
     f += cfg.text_refiner_depth * (lin(L, D, 3 * D) + attn(L, L) + lin(L, D, D) + lin(L, D, M) + lin(L, M, D))
     for i in range(cfg.depth):
         if cfg.conditioning == "cross":

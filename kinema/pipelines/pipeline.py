@@ -54,6 +54,7 @@ class PipelineDefaults:
     num_inference_steps: int = 30
     guidance_scale: float = 4.0
     shift: float | None = None  # None: from the token count
+    eta: float = 0.0  # share of fresh noise in each sampling step (flow.sampler_step): 0 = Euler, 1 = ancestral
     refine_prompt: bool = True  # rewrite untrained words into trained ones (needs caption_vocab.json)
 
 
@@ -113,7 +114,8 @@ class KinemaPipeline:
     def size_multiple(self) -> int:
         return self.vae.spatial_stride * max(self.dit.cfg.patch_size[1:])
 
-    def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float) -> list[str]:
+    def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float,
+                     eta: float = 0.0) -> list[str]:
         """Every argument checked before any heavy work; one clear error each."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -130,6 +132,8 @@ class KinemaPipeline:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
         if guidance < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1] (0: deterministic Euler steps, 1: ancestral), got {eta}")
         return prompts
 
     def refine(self, prompts: list[str], enabled: bool | None = None) -> list[str]:
@@ -150,13 +154,14 @@ class KinemaPipeline:
                  height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", progress: bool = True,
-                 refine_prompt: bool | None = None) -> KinemaPipelineOutput:
+                 refine_prompt: bool | None = None, eta: float | None = None) -> KinemaPipelineOutput:
         d = self.defaults
         pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
         num_frames, height, width = pick(num_frames, d.num_frames), pick(height, d.height), pick(width, d.width)
         steps = pick(num_inference_steps, d.num_inference_steps)
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
-        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance)
+        eta = d.eta if eta is None else eta
+        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta)
         if output_type not in ("np", "uint8"):
             raise ValueError(f"output_type must be 'np' or 'uint8', got {output_type!r}")
         device = next(self.dit.parameters()).device
@@ -182,7 +187,7 @@ class KinemaPipeline:
         from tqdm import tqdm
 
         with tqdm(total=steps, desc="denoise", unit="step", disable=not progress) as bar:
-            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar)
+            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar, eta=eta, generator=generator)
         video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
         frames = from_model_range(video)  # (B, F, H, W, 3) uint8
         if output_type == "np":

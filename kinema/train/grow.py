@@ -21,6 +21,12 @@ That is a warm start, not the same function. `trunk_only=True` (the trainer's `i
 does the same when the latent fields match, so runs on different autoencoders can start from the
 same trunk on equal terms (the autoencoder study in docs/autoencoder.md).
 
+A model with the pooled-text path may start one without it (`[dit] pooled_text = false`,
+`fold_pooled_text`): the old path's output for an empty caption, pooled_embed(0), a constant, is
+added to the timestep embedder's last bias, so the new model computes exactly what the old one
+computes when its adaLN is given the empty caption's pooled vector and cross-attention the real
+caption. Also a warm start: the old model never saw that pairing.
+
 A smaller patch on the same autoencoder (1x2x2 -> 1x1x1: four times the tokens) is re-patched
 instead (`repatch_state_dict`): the new model computes exactly what the old one computes on the
 latent upsampled by the patch ratio (each latent cell repeated f times per axis), averaged back
@@ -44,6 +50,7 @@ from ..pipelines.pipeline import dit_folder, load_dit
 # Per block: the tensors that make a repeated copy start as the identity (see module docstring).
 IDENTITY_ZEROED = ("adaLN.1.weight", "adaLN.1.bias", "cross.proj.weight", "cross.proj.bias")
 SAME_FIELDS = ("hidden_size", "num_heads", "mlp_ratio", "text_dim", "conditioning", "qk_norm", "rope_theta")
+POOLED = "pooled_embed."
 # rope_scale may differ too: it moves token positions, not weights.
 LATENT_FIELDS = ("in_channels", "patch_size")  # may differ: a new autoencoder (see module docstring)
 LATENT_LAYERS = ("x_embed.", "final.linear.")  # the layers that touch latent values
@@ -90,9 +97,20 @@ def repatch_state_dict(src: dict[str, torch.Tensor], old_patch: tuple[int, int, 
     return out
 
 
+def fold_pooled_text(src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict without the pooled-text path whose c = t_embed(t) equals the old model's c for
+    an empty caption, t_embed(t) + pooled_embed(0) (module docstring)."""
+    b0, w2, b2 = src[POOLED + "0.bias"], src[POOLED + "2.weight"], src[POOLED + "2.bias"]
+    null = w2 @ torch.nn.functional.silu(b0) + b2  # (D,) pooled_embed of the empty caption's zero vector
+    out = {k: v for k, v in src.items() if not k.startswith(POOLED)}
+    out["t_embed.mlp.2.bias"] = src["t_embed.mlp.2.bias"] + null
+    return out
+
+
 def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) -> tuple[int, list[str]]:
     """Load a trained model folder's DiT (`folder`/dit or `folder` itself: config.json +
-    model.safetensors) into `model`, growing its depth if `model` is deeper, re-patching its latent
+    model.safetensors) into `model`, growing its depth if `model` is deeper, folding away the
+    pooled-text path if `model` has none, re-patching its latent
     layers if `model`'s patch divides the old one on the same latent channels, and keeping `model`'s
     own latent layers if the latent channels or patch differ otherwise (or `trunk_only`). Returns the old
     depth and the latent fields that changed, each saying what its layers got ("in_channels: 16 -> 128
@@ -105,7 +123,7 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
     old, new = trained.cfg, model.cfg
     differ = [f"{f}: {getattr(old, f)} vs {getattr(new, f)}" for f in SAME_FIELDS if getattr(old, f) != getattr(new, f)]
     if differ:
-        raise ValueError(f"init_from '{folder}': only depth, text_refiner_depth, in_channels and patch_size may "
+        raise ValueError(f"init_from '{folder}': only depth, text_refiner_depth, pooled_text, in_channels and patch_size may "
                          "differ from the "
                          "new model; also differs: "
                          + "; ".join(differ))
@@ -115,7 +133,12 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
     if old.text_refiner_depth not in (0, new.text_refiner_depth):
         raise ValueError(f"init_from '{folder}': text_refiner_depth {old.text_refiner_depth} -> "
                          f"{new.text_refiner_depth}; a refiner can only be added to a model without one, or kept")
+    if old.pooled_text != new.pooled_text and not old.pooled_text:
+        raise ValueError(f"init_from '{folder}': it has no pooled-text path and the new model has one; "
+                         "the path can be dropped from a trained model (pooled_text = false), not added")
     state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
+    if old.pooled_text and not new.pooled_text:
+        state = fold_pooled_text(state)
     state.update({k: v for k, v in model.state_dict().items() if k.startswith("text_refiner.") and k not in state})
     new_latents = [f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in LATENT_FIELDS if getattr(old, f) != getattr(new, f)]
     if not trunk_only and old.in_channels == new.in_channels and patch_ratio(old.patch_size, new.patch_size):
