@@ -505,4 +505,4 @@ def test_sdedit_probe_from_pure_noise_is_the_pipeline_and_from_zero_the_autoenco
     with torch.no_grad():
         z = pipe.vae.normalize(pipe.vae.encode(torch.stack([to_model_range(c) for c in clips])).mode())
         again = from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))
-    assert all(np.array_equal(a, b) for a, b in zip(videos[0.0], again))
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(videos[0.0], again))  # batch 1 vs 2
