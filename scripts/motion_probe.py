@@ -5,7 +5,7 @@
 The prompts are captions (detailed for even i, short for odd; held-out wording excluded) of the
 first `--prompts` one-object world clips from seed PROBE_SEED on whose object makes `--motion`:
 seeds no suite and no training pool uses. Video i of every model comes from the same generator
-seed i, at the model's default settings (or `--guidance`, `--steps`). Per model it prints how many videos pass the judge, how
+seed i, at the model's default settings (or `--guidance`, `--steps`, `--eta`). Per model it prints how many videos pass the judge, how
 many pass its motion check, and the median turn |deg| of the object over the clip; for spinning
 also the **reversals**: videos whose object turns one way and then the other (the cumulative turn
 over frames 0-4, 0-8, 0-12, 0-16 steps by more than 10 degrees in both directions), which a
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=40)
     ap.add_argument("--guidance", type=float, help="guidance scale (default: each model's own)")
     ap.add_argument("--steps", type=int, help="sampling steps (default: each model's own)")
+    ap.add_argument("--eta", type=float, help="fresh noise a sampling step, 0 = Euler (default: each model's own)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -98,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     for model in a.models:
         pipe = KinemaPipeline.from_pretrained(model)
         videos = [np.asarray(pipe(p, generator=torch.Generator().manual_seed(i), guidance_scale=a.guidance,
-                                  num_inference_steps=a.steps, output_type="uint8", progress=False).frames[0])
+                                  num_inference_steps=a.steps, eta=a.eta, output_type="uint8", progress=False).frames[0])
                   for i, p in enumerate(prompts)]
         rows.append((model, score(videos, prompts, a.motion)))
-    settings = ", ".join(f"{k} {v}" for k, v in (("guidance", a.guidance), ("steps", a.steps)) if v is not None)
+    settings = ", ".join(f"{k} {v}" for k, v in (("guidance", a.guidance), ("steps", a.steps), ("eta", a.eta)) if v is not None)
     print(f"{a.prompts} one-object prompts, {a.motion}" + (f" ({settings})" if settings else ""))
     print(f"{'':40s} {'pass':>6s} {'motion':>7s} {'median turn':>12s} {'reversals':>10s}")
     for name, r in rows:
