@@ -110,19 +110,18 @@ def main() -> None:
     prompts = suite_prompts(a.suite, a.first + a.prompts)[a.first:]
     rows = []
     intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
-    model_eta = pipe.defaults.eta
     for g, s, sh, ag, iv, eta in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals, a.eta):
-        eta = model_eta if eta is None else eta
-        pipe.defaults.shift, pipe.defaults.eta = sh, eta
+        pipe.defaults.shift = sh
         plain = ag == 1.0 and iv == (0.0, 1.0)
         pipe.dit, scale = (model, g) if plain else (Autoguided(model, guide, g, ag, iv), Autoguided.PASS_THROUGH)
         t0 = time.perf_counter()
-        run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=scale, progress=False)
+        run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=scale, progress=False,
+                        eta=eta)  # None: the model's own
         summary = run.summary()
         by = {k: round(v["rate"], 3) for k, v in summary["by_attribute"].items()}
         objects = {f"{k}_object{'s' * (k == '2')}": round(v["rate"], 3) for k, v in summary["by_objects"].items() if v["videos"]}
         motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
-        rows.append({"guidance": g, "steps": s, "shift": sh, "eta": eta, **({"autoguidance": ag} if guide else {}),
+        rows.append({"guidance": g, "steps": s, "shift": sh, "eta": run.settings["eta"], **({"autoguidance": ag} if guide else {}),
                      **({"interval": list(iv)} if iv != (0.0, 1.0) else {}), "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})

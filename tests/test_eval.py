@@ -170,7 +170,7 @@ class OraclePipe:
     answer is known, so the per-attribute summary is too."""
 
     class defaults:  # mimics PipelineDefaults
-        num_frames, height, width, num_inference_steps, guidance_scale, fps = 17, 64, 64, 1, 1.0, 8.0
+        num_frames, height, width, num_inference_steps, guidance_scale, fps, eta = 17, 64, 64, 1, 1.0, 8.0, 0.0
 
     def __init__(self, prompts, swap=False):
         self.clips = {p.text: make_clip(p.world_seed, 64, 64, 17, num_objects=p.num_objects).frames for p in prompts}

@@ -175,7 +175,7 @@ def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_
     pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
     settings = {"num_frames": pick(num_frames, d.num_frames), "height": pick(height, d.height),
                 "width": pick(width, d.width), "num_inference_steps": pick(num_inference_steps, d.num_inference_steps),
-                "guidance_scale": pick(guidance_scale, d.guidance_scale), "eta": pick(eta, getattr(d, "eta", 0.0))}
+                "guidance_scale": pick(guidance_scale, d.guidance_scale), "eta": pick(eta, d.eta)}
     pipe.check_inputs(prompts[0].text, settings["num_frames"], settings["height"], settings["width"],
                       settings["num_inference_steps"], settings["guidance_scale"], settings["eta"])  # before any denoising
     run = SuiteRun(settings={**settings, "videos_per_prompt": videos_per_prompt, "prompts": len(prompts)})

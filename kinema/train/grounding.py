@@ -95,7 +95,6 @@ def scene_regions(scene, grid: tuple[int, int, int], temporal_stride: int, objec
                 cells = frame.reshape(gh, H // gh, gw, W // gw).sum(axis=(1, 3))  # (gh, gw) area in each cell
                 out[k, lt] += torch.from_numpy(cells >= MIN_SHARE * total)
     return out.clamp_(max=1).reshape(objects, -1)
-    return out.reshape(objects, -1)
 
 
 class SceneRegions:
