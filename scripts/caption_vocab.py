@@ -1,6 +1,6 @@
-"""Write a model folder's training vocabulary (caption_vocab.json) from the training config whose
-data it was trained on: what `kinema train dit` writes by itself into OUT/model, for a folder made
-before it did (the shipped default model) or exported by hand.
+"""Write a model folder's training vocabulary (caption_vocab.json: words and word pairs) from the
+training config whose data it was trained on: what `kinema train dit` writes by itself into
+OUT/model, for a folder made before it did (the shipped default model) or exported by hand.
 
     python scripts/caption_vocab.py configs/default-gpu.toml kinema/weights/default
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kinema.data.loader import VideoBatches
 from kinema.pipelines.pipeline import INDEX_FILE
-from kinema.text.refine import caption_words, save_vocabulary
+from kinema.text.refine import caption_pairs, caption_words, save_vocabulary
 from kinema.train.config import load_dit_train_config
 from kinema.train.dit import vocabulary_source
 
@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_dit_train_config(a.config, a.set)
     t0 = time.perf_counter()
     with closing(VideoBatches(cfg.data, cfg.batch_size)) as data:
-        counts = caption_words(data.training_captions())
-    path = save_vocabulary(a.model, counts, vocabulary_source(cfg))
-    print(json.dumps({"out": str(path), "words": len(counts), "seconds": round(time.perf_counter() - t0, 1)}))
+        texts = list(data.training_captions())
+    counts, pairs = caption_words(texts), caption_pairs(texts)
+    path = save_vocabulary(a.model, counts, vocabulary_source(cfg), pairs)
+    print(json.dumps({"out": str(path), "words": len(counts), "pairs": len(pairs),
+                      "seconds": round(time.perf_counter() - t0, 1)}))
     return 0
 
 

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", help="refine with this text encoder (a local Hugging Face folder, or "
                     "'minilm') instead of the model's own")
     ap.add_argument("--no-lexicon", action="store_true", help="refine with the encoder alone (no WordNet)")
+    ap.add_argument("--no-slot", action="store_true", help="ignore the training word pairs (the rule before "
+                    "session 20)")
     ap.add_argument("--kin-min-restored", type=float, help="the restored share a WordNet kin must reach "
                     "(default: the refiner's own)")
     a = ap.parse_args(argv)
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                                 shipped.min_restored, shipped.shortlist,
                                 lexicon=None if a.no_lexicon else shipped.lexicon,
                                 kin_min_restored=shipped.kin_min_restored if a.kin_min_restored is None
-                                else a.kin_min_restored)
+                                else a.kin_min_restored, pairs=None if a.no_slot else shipped.pairs)
         tally, tos = Counter(), Counter()
         for text in dev_prompts(word, a.captions):
             r = refiner(text)

@@ -33,6 +33,7 @@ def test_shipped_vocabulary_holds_out_the_held_out_wording_and_refines_it():
 
     pipe = KinemaPipeline.from_pretrained()
     assert len(pipe.refiner.vocabulary) == 95 and not pipe.refiner.known & set(HELD_OUT_WORDS)
+    assert pipe.refiner.pairs and not any(set(k.split()) & set(HELD_OUT_WORDS) for k in pipe.refiner.pairs)
     assert pipe.refine([PROMPT]) == [PROMPT]
     assert pipe.refine(["a tiny red circle moving right on a grey backdrop"]) == \
         ["a small red circle moving right on a gray background"]

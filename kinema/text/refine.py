@@ -31,6 +31,16 @@ itself (turning -> turns) first, taken whatever its share; else the word's WordN
 small, rotating -> spinning), at a share >= `kin_min_restored` (0); else the shortlist above, less
 the word's WordNet opposites, whole or in part (leftward is never "right"). On the development set
 of `scripts/refine_dev.py` this took rewrites from 55.4 % right / 22.6 % wrong to 70.4 % / 2.4 %.
+
+WordNet lists every sense of a word: "contracts" is kin to "shrinks" and to "gets" (an illness),
+"circle" to "moves" (the verb). What picks the sense is **the slot the word fills**: a model folder
+also keeps the training captions' word pairs (`pairs` in `caption_vocab.json`, with <s> and </s> at
+the ends), and a candidate **fits** when training wrote it after the word now on its left and before
+the word now on its right (a neighbour the DiT did not train on constrains nothing). Candidates that
+fit come first, and a WordNet kin that fits replaces the word whatever its restored share ("disc" ->
+"circle", which MiniLM rates below deleting the word); when none fits, the rule above. Words are
+decided left to right, a neighbour still to be rewritten left open; then each is decided once more
+between its rewritten neighbours ("contracts over" -> "shrinks on": "gets on" was never written).
 """
 from __future__ import annotations
 
@@ -48,10 +58,13 @@ from .lexicon import Lexicon
 
 VOCAB_FILE = "caption_vocab.json"
 WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")  # "up-right" and "don't" are one word
+WORD_SPLIT = re.compile(f"({WORD.pattern})")  # .split: [between, word, between, word, ..., between]
 MIN_RESTORED = 0.15
 SHORTLIST = 16
 DEGREE = {"er", "est"}
 KIN_MIN_RESTORED = 0.0  # a WordNet kin replaces the word when it restores more than deleting it would
+FITTING_KIN_MIN_RESTORED = -math.inf  # ... and whatever it restores when it fits the slot
+START, END = "<s>", "</s>"  # the ends of a caption, in its word pairs
 
 
 def caption_words(texts: Iterable[str]) -> Counter:
@@ -62,10 +75,25 @@ def caption_words(texts: Iterable[str]) -> Counter:
     return counts
 
 
-def save_vocabulary(folder: str | Path, counts: dict[str, int], source: str) -> Path:
-    """Write a model folder's training vocabulary (word -> count, and where it came from)."""
+def caption_pairs(texts: Iterable[str]) -> Counter:
+    """How often each pair of adjacent (lower-case) words appears in `texts`, as "left right", with
+    <s> before a caption's first word and </s> after its last."""
+    counts: Counter = Counter()
+    for text in texts:
+        words = [START] + [m.lower() for m in WORD.findall(text)] + [END]
+        counts.update(f"{a} {b}" for a, b in zip(words, words[1:]))
+    return counts
+
+
+def save_vocabulary(folder: str | Path, counts: dict[str, int], source: str,
+                    pairs: dict[str, int] | None = None) -> Path:
+    """Write a model folder's training vocabulary (word -> count, and where it came from), with its
+    word pairs (`caption_pairs`) when given."""
     path = Path(folder) / VOCAB_FILE
-    path.write_text(json.dumps({"source": source, "words": dict(sorted(counts.items()))}, indent=0))
+    table = {"source": source, "words": dict(sorted(counts.items()))}
+    if pairs:
+        table["pairs"] = dict(sorted(pairs.items()))
+    path.write_text(json.dumps(table, indent=0))
     return path
 
 
@@ -78,6 +106,14 @@ def load_vocabulary(folder: str | Path) -> Counter | None:
     if not isinstance(words, dict) or not words:
         raise ValueError(f"{path}: no 'words' table; rewrite it with scripts/caption_vocab.py")
     return Counter(words)
+
+
+def load_pairs(folder: str | Path) -> Counter | None:
+    """A model folder's training word pairs, or None if its vocabulary file has none (older folders:
+    refinement then ignores the slot)."""
+    path = Path(folder) / VOCAB_FILE
+    pairs = json.loads(path.read_text()).get("pairs") if path.is_file() else None
+    return Counter(pairs) if pairs else None
 
 
 @dataclass
@@ -95,7 +131,7 @@ class PromptRefiner:
 
     def __init__(self, text_encoder, vocabulary: Counter, min_restored: float = MIN_RESTORED,
                  shortlist: int = SHORTLIST, lexicon: Lexicon | None = None,
-                 kin_min_restored: float = KIN_MIN_RESTORED):
+                 kin_min_restored: float = KIN_MIN_RESTORED, pairs: Counter | None = None):
         if not vocabulary:
             raise ValueError("a prompt refiner needs a non-empty training vocabulary")
         self.encoder, self.min_restored, self.shortlist = text_encoder, min_restored, shortlist
@@ -103,6 +139,10 @@ class PromptRefiner:
         self.vocabulary = Counter(vocabulary)
         self.known = set(self.vocabulary)
         self.candidates = sorted(w for w in vocabulary if WORD.fullmatch(w))
+        ends = self.known | {START, END}
+        # None: no slot (a folder without pairs); pairs of words outside the vocabulary are dropped
+        self.pairs = None if pairs is None else Counter(
+            {k: n for k, n in pairs.items() if len(k.split()) == 2 and set(k.split()) <= ends})
 
     @cached_property
     def _vectors(self):
@@ -125,8 +165,17 @@ class PromptRefiner:
                 out.setdefault(w.lower(), w)
         return list(out.values())
 
-    def options(self, word: str) -> tuple[list[str], float]:
-        """The training words that may replace `word`, and the restored share the best must reach.
+    def fits(self, word: str, slot: tuple[str | None, str | None]) -> bool:
+        """Whether training wrote `word` after slot's left word and before its right one (None: no
+        constraint on that side). Always true without word pairs."""
+        left, right = slot
+        return self.pairs is None or ((left is None or f"{left} {word}" in self.pairs)
+                                      and (right is None or f"{word} {right}" in self.pairs))
+
+    def options(self, word: str, slot: tuple[str | None, str | None] = (None, None)) -> tuple[list[str], float]:
+        """The training words that may replace `word` between `slot`'s neighbours, and the restored
+        share the best must reach: with word pairs, the first non-empty of the groups below that
+        fit the slot (a kin at any share), else the groups below as they are.
 
         With a lexicon, the first non-empty of: other forms of `word`'s own lemma (turning ->
         turns), taken whatever their share (the same word, in a form the model trained on); its
@@ -134,48 +183,63 @@ class PromptRefiner:
         then in any form, at `kin_min_restored`. Else, and always without a lexicon, the encoder's
         shortlist at `min_restored`, less `word`'s WordNet opposites (`Lexicon.opposed`). A
         comparative or superlative replaces only its own degree (small -> little, never smaller)."""
+        # (words, the share the best must reach, the same when they fit the slot)
         if self.lexicon is None:
-            return self.shortlisted(word), self.min_restored
-        lex = self.lexicon
-        endings = _endings(lex, word)
-        allowed = [v for v in self.candidates if (_endings(lex, v) & DEGREE) <= endings]
-        forms = [v for v in allowed if lex.same_word(word, v)]
-        if forms:
-            return forms, -math.inf
-        kin = [v for v in allowed if lex.related(word, v)]
-        for group in ([v for v in kin if _endings(lex, v) & endings], kin):
-            if group:
-                return group, self.kin_min_restored
-        return [v for v in self.shortlisted(word) if not lex.opposed(word, v)], self.min_restored
+            groups = [(self.shortlisted(word), self.min_restored, self.min_restored)]
+        else:
+            lex = self.lexicon
+            endings = _endings(lex, word)
+            allowed = [v for v in self.candidates if (_endings(lex, v) & DEGREE) <= endings]
+            kin = [v for v in allowed if lex.related(word, v)]
+            kin_shares = (self.kin_min_restored, FITTING_KIN_MIN_RESTORED)
+            groups = [([v for v in allowed if lex.same_word(word, v)], -math.inf, -math.inf),
+                      ([v for v in kin if _endings(lex, v) & endings], *kin_shares), (kin, *kin_shares),
+                      ([v for v in self.shortlisted(word) if not lex.opposed(word, v)], self.min_restored,
+                       self.min_restored)]
+        tried = [(g, share) for g, share, _ in groups]
+        if self.pairs is not None:
+            tried = [([v for v in g if self.fits(v, slot)], share) for g, _, share in groups] + tried
+        return next(((g, share) for g, share in tried if g), tried[-1])
 
     def __call__(self, prompt: str) -> Refinement:
-        text, changes, start = prompt, [], 0
-        while (m := WORD.search(text, start)) is not None:
-            word = m.group(0)
-            if word.lower() in self.known:
-                start = m.end()
-                continue
-            candidates, threshold = self.options(word)
-            if not candidates:
-                changes.append((word, None, 0.0))
-                start = m.end()
-                continue
-            deleted = _join(text[:m.start()], text[m.end():])
-            options = [deleted] + [text[:m.start()] + _same_case(word, v) + text[m.end():] for v in candidates]
-            e = self.encoder.embed([text] + options)  # (2 + V, D)
-            sims = e[1:] @ e[0]  # (1 + V,): cos(option, prompt so far)
-            lost = float(1 - sims[0])
-            best = int(sims[1:].argmax())
-            restored = float(sims[1 + best] - sims[0]) / lost if lost > 1e-6 else 0.0
-            if restored >= threshold:
-                new = candidates[best]
-                changes.append((word, new, restored))
-                text = options[1 + best]
-                start = m.start() + len(new)
-            else:
-                changes.append((word, None, restored))
-                start = m.end()
-        return Refinement(text, changes)
+        parts = WORD_SPLIT.split(prompt)  # words at the odd places, what lies between at the even
+        words = list(range(1, len(parts), 2))
+        todo = {i: parts[i] for i in words if parts[i].lower() not in self.known}  # place -> as written
+        decided: dict[int, tuple[str, str | None, float]] = {}
+        for again in (False, True) if self.pairs is not None else (False,):
+            for i, word in todo.items():  # a second time: between the neighbours as rewritten
+                decided[i] = self._decide(parts, i, word, self._slot(parts, words, i, todo, again))
+                parts[i] = _same_case(word, decided[i][1]) if decided[i][1] else word
+        return Refinement("".join(parts), [decided[i] for i in todo])
+
+    def _slot(self, parts: list[str], words: list[int], i: int, todo: dict[int, str],
+              rewritten: bool) -> tuple[str | None, str | None]:
+        """The trained words (or caption ends) next to word i, None where a neighbour says nothing:
+        an untrained word, or one still to be rewritten (`rewritten` False)."""
+        n = words.index(i)
+
+        def side(j: int, end: str) -> str | None:
+            if not 0 <= j < len(words):
+                return end
+            w = parts[words[j]].lower()
+            return w if w in self.known and (rewritten or words[j] not in todo) else None
+        return side(n - 1, START), side(n + 1, END)
+
+    def _decide(self, parts: list[str], i: int, word: str, slot) -> tuple[str, str | None, float]:
+        """(word, its replacement or None: kept, restored share) for `word`, written at parts[i],
+        judged in the prompt as it reads now."""
+        text = parts[:i] + [word] + parts[i + 1:]
+        candidates, threshold = self.options(word, slot)
+        if not candidates:
+            return word, None, 0.0
+        before, after = "".join(text[:i]), "".join(text[i + 1:])
+        options = [_join(before, after)] + [before + _same_case(word, v) + after for v in candidates]
+        e = self.encoder.embed(["".join(text)] + options)  # (2 + V, D)
+        sims = e[1:] @ e[0]  # (1 + V,): cos(option, prompt as it reads now)
+        lost = float(1 - sims[0])
+        best = int(sims[1:].argmax())
+        restored = float(sims[1 + best] - sims[0]) / lost if lost > 1e-6 else 0.0
+        return (word, candidates[best], restored) if restored >= threshold else (word, None, restored)
 
 
 def _endings(lexicon: Lexicon, word: str) -> set[str]:

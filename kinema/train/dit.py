@@ -29,7 +29,7 @@ from ..config import to_dict
 from ..data.loader import VideoBatches
 from ..models.dit import DiT
 from ..text import CachedTextEncoder, load_text_encoder
-from ..text.refine import caption_words
+from ..text.refine import caption_pairs, caption_words
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
@@ -170,7 +170,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     t_last, samples_since = time.perf_counter(), 0
     loss_value = float("nan")
     done, stopping = start, False
-    vocabulary = None  # the data's caption words, counted at the first export (kinema/text/refine.py)
+    vocabulary = None  # the data's caption words and word pairs, counted at the first export (kinema/text/refine.py)
     with StopRequest() as stop, contextlib.closing(data), bar:  # the render workers and the bar end on any exit
         for step in range(start, cfg.steps):
             batch = data.batch(step, skip=None if latent_cache is None else latent_cache.__contains__)
@@ -229,7 +229,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                 _previews(cfg, ema or model, vae, text.encoder, out / "previews", done)
             if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):  # a stop keeps its steps
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
-                vocabulary = vocabulary or caption_words(data.training_captions())
+                vocabulary = vocabulary or _caption_tables(data)
                 _export(cfg, ema or model, dit_cfg, out / "model", vocabulary)  # so a run can be evaluated midway
             if stopping:
                 break
@@ -241,7 +241,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         raise KeyboardInterrupt
     if d.is_main and start == cfg.steps:  # resumed a finished run: nothing trained, model/ as it was
         with contextlib.closing(data):
-            _export(cfg, ema or model, dit_cfg, out / "model", caption_words(data.training_captions()))
+            _export(cfg, ema or model, dit_cfg, out / "model", _caption_tables(data))
     return {"out_dir": str(out), "steps": cfg.steps, "resumed_from": start, "final_loss": loss_value,
             "world_size": d.world_size}
 
@@ -298,9 +298,15 @@ def _tokenizer(encoder):
     return encoder.tokenizer
 
 
-def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vocabulary) -> None:
+def _caption_tables(data) -> tuple:
+    """The training captions' (word counts, word-pair counts): what the prompt refiner reads."""
+    texts = list(data.training_captions())
+    return caption_words(texts), caption_pairs(texts)
+
+
+def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vocabulary: tuple) -> None:
     """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept), with the
-    training vocabulary its prompt refiner reads. Built aside and swapped in, so an eval reading it
+    training vocabulary (`_caption_tables`) its prompt refiner reads. Built aside and swapped in, so an eval reading it
     midway never sees a half-written folder."""
     from ..pipelines.pipeline import PipelineDefaults, built_aside, save_pipeline_folder
 
@@ -311,7 +317,7 @@ def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vo
                              defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
                                                        num_inference_steps=cfg.sample_steps,
                                                        guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift),
-                             vocabulary=vocabulary, vocabulary_source=vocabulary_source(cfg))
+                             vocabulary=vocabulary[0], vocabulary_source=vocabulary_source(cfg), pairs=vocabulary[1])
 
 
 def vocabulary_source(cfg: DiTTrainConfig) -> str:
