@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -159,8 +160,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     mix = MixedLatents(cfg.mix_latents, cfg.mix_share) if cfg.mix_latents and cfg.mix_share > 0 else None
     grounding = None
     if cfg.grounding_weight > 0:  # kinema/train/grounding.py
-        grounding = (AttentionMaps(model), SceneRegions(cfg.data, vae.temporal_stride, dit_cfg.patch_size),
-                     _tokenizer(text.encoder))
+        grounding = _Grounding(AttentionMaps(model), SceneRegions(cfg.data, vae.temporal_stride, dit_cfg.patch_size),
+                               _tokenizer(text.encoder))
     config_json = to_dict(cfg)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -190,13 +191,13 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             xt = flow.interpolate(x0, noise, t)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-            maps = grounding[0] if grounding is not None else contextlib.nullcontext()
+            maps = grounding.maps if grounding is not None else contextlib.nullcontext()
             with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"), maps:
                 pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
             loss = flow_loss = flow.flow_loss(pred.float(), x0, noise)
             if grounding is not None:
-                words = object_token_masks(grounding[2], texts, states.shape[1]).to(d.device)
-                regions = grounding[1](batch, x0.shape[2:]).to(d.device)
+                words = object_token_masks(grounding.tokenizer, texts, states.shape[1]).to(d.device)
+                regions = grounding.regions(batch, x0.shape[2:]).to(d.device)
                 ground_loss = grounding_loss(maps.list, words, regions, t)
                 loss = loss + cfg.grounding_weight * ground_loss
                 maps.list.clear()
@@ -287,6 +288,13 @@ def _latents(vae, batch: dict, cache: LatentCache | None, d: Dist) -> torch.Tens
             else:
                 fresh[i] = zi
     return torch.stack([fresh[i] if i in fresh else cache[k] for i, k in enumerate(keys)]).to(d.device)
+
+
+class _Grounding(NamedTuple):
+    """What the grounding loss needs beside the batch (kinema/train/grounding.py)."""
+    maps: AttentionMaps  # records the cross-attention maps of a forward pass
+    regions: SceneRegions  # where each object of a batch's clips is, on the token grid
+    tokenizer: object  # the text encoder's, to find each object's words
 
 
 def _tokenizer(encoder):
