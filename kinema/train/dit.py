@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -231,7 +231,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             if d.is_main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):  # a stop keeps its steps
                 save_checkpoint(out, done, model, ema, opt, config_json, keep=cfg.keep_checkpoints)
                 vocabulary = vocabulary or _caption_tables(data)
-                _export(cfg, ema or model, dit_cfg, out / "model", vocabulary)  # so a run can be evaluated midway
+                _export(cfg, ema or model, dit_cfg, out / "model", *vocabulary)  # so a run can be evaluated midway
             if stopping:
                 break
     if stopping:
@@ -242,7 +242,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
         raise KeyboardInterrupt
     if d.is_main and start == cfg.steps:  # resumed a finished run: nothing trained, model/ as it was
         with contextlib.closing(data):
-            _export(cfg, ema or model, dit_cfg, out / "model", _caption_tables(data))
+            _export(cfg, ema or model, dit_cfg, out / "model", *_caption_tables(data))
     return {"out_dir": str(out), "steps": cfg.steps, "resumed_from": start, "final_loss": loss_value,
             "world_size": d.world_size}
 
@@ -306,16 +306,17 @@ def _tokenizer(encoder):
     return encoder.tokenizer
 
 
-def _caption_tables(data) -> tuple:
+def _caption_tables(data) -> tuple[Counter, Counter]:
     """The training captions' (word counts, word-pair counts): what the prompt refiner reads."""
     texts = list(data.training_captions())
     return caption_words(texts), caption_pairs(texts)
 
 
-def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vocabulary: tuple) -> None:
+def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, words: Counter,
+            pairs: Counter) -> None:
     """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept), with the
-    training vocabulary (`_caption_tables`) its prompt refiner reads. Built aside and swapped in, so an eval reading it
-    midway never sees a half-written folder."""
+    training vocabulary its prompt refiner reads (`_caption_tables`: word and word-pair counts).
+    Built aside and swapped in, so an eval reading it midway never sees a half-written folder."""
     from ..pipelines.pipeline import PipelineDefaults, built_aside, save_pipeline_folder
 
     f, h, w = cfg.data.buckets[0]
@@ -325,7 +326,7 @@ def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, vo
                              defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
                                                        num_inference_steps=cfg.sample_steps,
                                                        guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift),
-                             vocabulary=vocabulary[0], vocabulary_source=vocabulary_source(cfg), pairs=vocabulary[1])
+                             vocabulary=words, vocabulary_source=vocabulary_source(cfg), pairs=pairs)
 
 
 def vocabulary_source(cfg: DiTTrainConfig) -> str:
