@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kinema.data.loader import VideoBatches
 from kinema.pipelines.pipeline import INDEX_FILE
-from kinema.text.refine import caption_pairs, caption_words, save_vocabulary
+from kinema.text.refine import caption_tables, save_vocabulary
 from kinema.train.config import load_dit_train_config
 from kinema.train.dit import vocabulary_source
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with closing(VideoBatches(cfg.data, cfg.batch_size)) as data:
         texts = list(data.training_captions())
-    counts, pairs = caption_words(texts), caption_pairs(texts)
+    counts, pairs = caption_tables(texts)
     path = save_vocabulary(a.model, counts, vocabulary_source(cfg), pairs)
     print(json.dumps({"out": str(path), "words": len(counts), "pairs": len(pairs),
                       "seconds": round(time.perf_counter() - t0, 1)}))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kinema.text import TextEncoder, load_text_encoder
-from kinema.text.refine import (MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_pairs, caption_words,
-                                load_pairs, load_vocabulary, save_vocabulary)
+from kinema.text.refine import (MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_pairs, caption_tables,
+                                caption_words, load_pairs, load_tables, load_vocabulary, save_vocabulary)
 
 
 class BagOfWords(TextEncoder):
@@ -83,8 +83,10 @@ def test_vocabulary_counts_save_and_load(tmp_path):
     pairs = caption_pairs(["A big red ball moves up-right.", "a ball"])
     assert pairs == Counter({"<s> a": 2, "a big": 1, "big red": 1, "red ball": 1, "ball moves": 1,
                              "moves up-right": 1, "up-right </s>": 1, "a ball": 1, "ball </s>": 1})
+    assert caption_tables(["A big red ball moves up-right.", "a ball"]) == (counts, pairs)  # one pass, both
     save_vocabulary(tmp_path, counts, "test", pairs)
     assert load_vocabulary(tmp_path) == counts and load_pairs(tmp_path) == pairs
+    assert load_tables(tmp_path) == (counts, pairs)
     assert json.loads((tmp_path / VOCAB_FILE).read_text())["source"] == "test"
     (tmp_path / VOCAB_FILE).write_text("{}")
     with pytest.raises(ValueError, match="no 'words'"):

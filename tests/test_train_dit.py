@@ -16,7 +16,7 @@ from kinema.config import ConfigError
 from kinema.data.video_io import read_video, read_video_info
 from kinema.pipelines import KinemaPipeline, export_to_video
 from kinema.train.config import load_dit_train_config
-from kinema.train.dit import cache_pool_latents, train_dit
+from kinema.train.dit import cache_pool_latents, sampling_defaults, train_dit
 
 CONFIG = """
 preset = "dit-t"
@@ -103,7 +103,7 @@ def test_a_tiny_run_logs_checkpoints_and_exports(trained):
 KILLER = """
 import os, signal, sys
 from kinema.train.config import load_dit_train_config
-from kinema.train.dit import cache_pool_latents, train_dit
+from kinema.train.dit import cache_pool_latents, sampling_defaults, train_dit
 def hook(step, loss):
     if step == 5:
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: a real crash
@@ -296,6 +296,15 @@ def test_config_errors(tmp_path, vae_dir):
         load_dit_train_config(cfg, ["preset=dit-huge"])
     with pytest.raises(ValueError, match="multiples of 16"):
         train_dit(load_dit_train_config(cfg, ["data.buckets=[[5, 40, 40]]"]), progress=False)
+
+
+def test_the_training_shift_is_not_a_sampling_default(tmp_path, vae_dir):
+    """timestep_shift moves the training times only; the model's sampling shift is sample_shift."""
+    cfg = write_config(tmp_path, vae_dir, "x")
+    assert sampling_defaults(load_dit_train_config(cfg, ["timestep_shift=3.0"])).shift is None  # token count
+    d = sampling_defaults(load_dit_train_config(cfg, ["timestep_shift=3.0", "sample_shift=2.0"]), steps=7)
+    assert (d.shift, d.num_inference_steps, d.guidance_scale, d.num_frames, d.height) == (2.0, 7, 2.0, 5, 32)
+    assert sampling_defaults(load_dit_train_config(cfg)).num_inference_steps == 3  # the config's sample_steps
 
 
 @pytest.fixture(scope="module")

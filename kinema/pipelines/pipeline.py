@@ -40,7 +40,7 @@ from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
-from ..text.refine import VOCAB_FILE, PromptRefiner, load_pairs, load_vocabulary, save_vocabulary
+from ..text.refine import VOCAB_FILE, PromptRefiner, load_tables, save_vocabulary
 
 INDEX_FILE = "model_index.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
@@ -96,8 +96,8 @@ class KinemaPipeline:
             spec = str(folder / spec)
         text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
         defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
-        vocabulary = load_vocabulary(folder)
-        refiner = (PromptRefiner(text, vocabulary, lexicon=_lexicon(), pairs=load_pairs(folder))
+        vocabulary, pairs = load_tables(folder)
+        refiner = (PromptRefiner(text, vocabulary, lexicon=_lexicon(), pairs=pairs)
                    if vocabulary is not None else None)
         return cls(vae, dit.to(device), text, defaults, refiner)
 

@@ -69,20 +69,25 @@ START, END = "<s>", "</s>"  # the ends of a caption, in its word pairs
 
 def caption_words(texts: Iterable[str]) -> Counter:
     """How often each (lower-case) word appears in `texts`."""
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(m.lower() for m in WORD.findall(text))
-    return counts
+    return caption_tables(texts)[0]
 
 
 def caption_pairs(texts: Iterable[str]) -> Counter:
     """How often each pair of adjacent (lower-case) words appears in `texts`, as "left right", with
     <s> before a caption's first word and </s> after its last."""
-    counts: Counter = Counter()
+    return caption_tables(texts)[1]
+
+
+def caption_tables(texts: Iterable[str]) -> tuple[Counter, Counter]:
+    """(`caption_words`, `caption_pairs`) of `texts` in one pass: each caption is split once."""
+    words: Counter = Counter()
+    pairs: Counter = Counter()
     for text in texts:
-        words = [START] + [m.lower() for m in WORD.findall(text)] + [END]
-        counts.update(f"{a} {b}" for a, b in zip(words, words[1:]))
-    return counts
+        tokens = [m.lower() for m in WORD.findall(text)]
+        words.update(tokens)
+        ends = [START, *tokens, END]
+        pairs.update(f"{a} {b}" for a, b in zip(ends, ends[1:]))
+    return words, pairs
 
 
 def save_vocabulary(folder: str | Path, counts: dict[str, int], source: str,
@@ -97,23 +102,29 @@ def save_vocabulary(folder: str | Path, counts: dict[str, int], source: str,
     return path
 
 
-def load_vocabulary(folder: str | Path) -> Counter | None:
-    """A model folder's training vocabulary, or None if it has none (older folders)."""
+def load_tables(folder: str | Path) -> tuple[Counter | None, Counter | None]:
+    """A model folder's (training vocabulary, word pairs), read in one go. The vocabulary is None
+    if the folder has no vocabulary file (older folders: no refinement); the pairs are None if the
+    file has none (refinement then ignores the slot)."""
     path = Path(folder) / VOCAB_FILE
     if not path.is_file():
-        return None
-    words = json.loads(path.read_text()).get("words")
+        return None, None
+    table = json.loads(path.read_text())
+    words = table.get("words")
     if not isinstance(words, dict) or not words:
         raise ValueError(f"{path}: no 'words' table; rewrite it with scripts/caption_vocab.py")
-    return Counter(words)
+    pairs = table.get("pairs")
+    return Counter(words), Counter(pairs) if pairs else None
+
+
+def load_vocabulary(folder: str | Path) -> Counter | None:
+    """A model folder's training vocabulary, or None if it has none (older folders)."""
+    return load_tables(folder)[0]
 
 
 def load_pairs(folder: str | Path) -> Counter | None:
-    """A model folder's training word pairs, or None if its vocabulary file has none (older folders:
-    refinement then ignores the slot)."""
-    path = Path(folder) / VOCAB_FILE
-    pairs = json.loads(path.read_text()).get("pairs") if path.is_file() else None
-    return Counter(pairs) if pairs else None
+    """A model folder's training word pairs, or None if it has none."""
+    return load_tables(folder)[1]
 
 
 @dataclass

@@ -38,7 +38,10 @@ class DiTTrainConfig:
     ema_decay: float = 0.999  # 0 turns EMA off
     precision: Literal["fp32", "bf16"] = "fp32"
     caption_dropout: float = 0.1  # trains the unconditional branch for classifier-free guidance
-    timestep_shift: float | None = None  # None: from the token count (SD3 / Open-Sora 2.0)
+    # training times: logit-normal, then shifted by this (> 1: more at high noise); None: from the token
+    # count (SD3 / Open-Sora 2.0)
+    timestep_shift: float | None = None
+    sample_shift: float | None = None  # the exported model's sampling shift (and the previews'); None: token count
     cache_latents: bool = True  # keep each clip's latent after its first encode (fixed pools)
     latent_cache_dir: str | None = None  # also keep them on disk, across resumes and runs (train/latent_cache.py)
     log_every: int = 10

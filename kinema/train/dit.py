@@ -30,7 +30,7 @@ from ..config import to_dict
 from ..data.loader import VideoBatches
 from ..models.dit import DiT
 from ..text import CachedTextEncoder, load_text_encoder
-from ..text.refine import caption_pairs, caption_words
+from ..text.refine import caption_tables
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
 from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
@@ -308,8 +308,7 @@ def _tokenizer(encoder):
 
 def _caption_tables(data) -> tuple[Counter, Counter]:
     """The training captions' (word counts, word-pair counts): what the prompt refiner reads."""
-    texts = list(data.training_captions())
-    return caption_words(texts), caption_pairs(texts)
+    return caption_tables(data.training_captions())
 
 
 def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, words: Counter,
@@ -317,16 +316,24 @@ def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, wo
     """OUT/model: the pipeline folder of the weights just checkpointed (EMA if kept), with the
     training vocabulary its prompt refiner reads (`_caption_tables`: word and word-pair counts).
     Built aside and swapped in, so an eval reading it midway never sees a half-written folder."""
-    from ..pipelines.pipeline import PipelineDefaults, built_aside, save_pipeline_folder
+    from ..pipelines.pipeline import built_aside, save_pipeline_folder
 
-    f, h, w = cfg.data.buckets[0]
     with built_aside(folder) as tmp:
         save_pipeline_folder(tmp, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
-                             text_max_length=cfg.text_max_length,
-                             defaults=PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
-                                                       num_inference_steps=cfg.sample_steps,
-                                                       guidance_scale=cfg.guidance_scale, shift=cfg.timestep_shift),
+                             text_max_length=cfg.text_max_length, defaults=sampling_defaults(cfg),
                              vocabulary=words, vocabulary_source=vocabulary_source(cfg), pairs=pairs)
+
+
+def sampling_defaults(cfg: DiTTrainConfig, steps: int | None = None):
+    """The generation defaults a run writes into its model (and samples its previews with, at
+    `steps`): the first bucket's size, the config's guidance, sampling steps and sample_shift. The
+    training-time shift (timestep_shift) is not a sampling default: it only moves the training times."""
+    from ..pipelines.pipeline import PipelineDefaults
+
+    f, h, w = cfg.data.buckets[0]
+    return PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
+                            num_inference_steps=steps or cfg.sample_steps, guidance_scale=cfg.guidance_scale,
+                            shift=cfg.sample_shift)
 
 
 def vocabulary_source(cfg: DiTTrainConfig) -> str:
@@ -340,13 +347,9 @@ def vocabulary_source(cfg: DiTTrainConfig) -> str:
 
 def _previews(cfg, dit, vae, text_encoder, folder: Path, step: int) -> None:
     from ..data.video_io import write_video
-    from ..pipelines.pipeline import KinemaPipeline, PipelineDefaults
+    from ..pipelines.pipeline import KinemaPipeline
 
-    f, h, w = cfg.data.buckets[0]
-    pipe = KinemaPipeline(vae, dit.eval(), text_encoder,
-                          PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
-                                           num_inference_steps=cfg.preview_steps, guidance_scale=cfg.guidance_scale,
-                                           shift=cfg.timestep_shift))
+    pipe = KinemaPipeline(vae, dit.eval(), text_encoder, sampling_defaults(cfg, cfg.preview_steps))
     gen = torch.Generator().manual_seed(cfg.seed)
     frames = pipe(cfg.preview_prompts, generator=gen, progress=False, output_type="uint8").frames
     for i, video in enumerate(frames):
