@@ -133,11 +133,23 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _shift_arg(value: str) -> float | str:
+    """--shift: a number, or "auto" (the token count's shift)."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     from .pipelines.pipeline import DEFAULT_MODEL_DIR, export_model
 
     defaults = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance), ("shift", a.shift),
                                   ("eta", a.eta)) if v is not None}
+    if defaults.get("shift") == "auto":
+        defaults["shift"] = None  # from the token count at generation time
     out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint, a.dtype)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({"out": str(out), "megabytes": round(size / 2**20, 2)}))
@@ -245,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. runs/default/checkpoints/step_0005000")
     x.add_argument("--steps", type=int, help="new default sampling steps")
     x.add_argument("--guidance", type=float, help="new default guidance scale")
-    x.add_argument("--shift", type=float, help="new default sampling time shift (default: from the token count)")
+    x.add_argument("--shift", type=_shift_arg, help="new default sampling time shift, or 'auto': from the token count "
+                   "at generation time (default: the model's)")
     x.add_argument("--eta", type=float, help="new default share of fresh noise a sampling step (0 Euler, 1 ancestral)")
     x.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="store the weights in this precision (fp16: half the bytes; loading casts back to fp32)")

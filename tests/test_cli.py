@@ -128,6 +128,9 @@ def test_export_copies_generation_files_and_checks_a_swapped_decoder(tmp_path):
     assert pipe.refiner.vocabulary == {"a": 2, "red": 1, "ball": 1}
     assert (pipe.defaults.guidance_scale, pipe.defaults.num_inference_steps, pipe.defaults.shift) == (3.5, 2, 2.0)
     assert pipe.defaults.eta == 0.7
+    assert main(["export", str(out), "--out", str(tmp_path / "auto"), "--shift", "auto"]) == 0
+    assert KinemaPipeline.from_pretrained(tmp_path / "auto").defaults.shift is None  # from the token count
+    assert run("export", str(out), "--out", str(tmp_path / "bad"), "--shift", "lots").returncode == 2
     for a, b in zip(pipe.vae.decoder.parameters(), vae.decoder.parameters()):
         assert torch.equal(a, b)
     other = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
