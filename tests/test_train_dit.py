@@ -103,7 +103,7 @@ def test_a_tiny_run_logs_checkpoints_and_exports(trained):
 KILLER = """
 import os, signal, sys
 from kinema.train.config import load_dit_train_config
-from kinema.train.dit import cache_pool_latents, sampling_defaults, train_dit
+from kinema.train.dit import cache_pool_latents, train_dit
 def hook(step, loss):
     if step == 5:
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: a real crash

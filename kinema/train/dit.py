@@ -332,7 +332,7 @@ def sampling_defaults(cfg: DiTTrainConfig, steps: int | None = None):
 
     f, h, w = cfg.data.buckets[0]
     return PipelineDefaults(num_frames=f, height=h, width=w, fps=cfg.data.fps,
-                            num_inference_steps=steps or cfg.sample_steps, guidance_scale=cfg.guidance_scale,
+                            num_inference_steps=cfg.sample_steps if steps is None else steps, guidance_scale=cfg.guidance_scale,
                             shift=cfg.sample_shift)
 
 
