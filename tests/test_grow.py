@@ -64,12 +64,20 @@ def test_init_from_adds_a_text_refiner_as_the_identity(tmp_path):
     x, t, y, mask = inputs(tiny())
     with torch.no_grad():
         torch.testing.assert_close(new(x, t, y, mask), old(x, t, y, mask), atol=1e-5, rtol=1e-5)
-    with_refiner = saved(perturbed(tiny(depth=2, text_refiner_depth=1)), tmp_path / "r")
-    with pytest.raises(ValueError, match="text_refiner_depth 1 -> 2"):
-        init_from_model(DiT(tiny(depth=2, text_refiner_depth=2)), with_refiner)
-    kept = DiT(tiny(depth=2, text_refiner_depth=1))
+    trained = perturbed(tiny(depth=2, text_refiner_depth=2)).eval()
+    with_refiner = saved(trained, tmp_path / "r")
+    with pytest.raises(ValueError, match="text_refiner_depth 2 -> 1"):
+        init_from_model(DiT(tiny(depth=2, text_refiner_depth=1)), with_refiner)
+    kept = DiT(tiny(depth=2, text_refiner_depth=2))
     init_from_model(kept, with_refiner)  # the same refiner depth: copied as trained
     assert kept.text_refiner[0].proj.weight.abs().sum() > 0
+    grown = DiT(tiny(depth=2, text_refiner_depth=4)).eval()  # each block twice, the repeats the identity
+    init_from_model(grown, with_refiner)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, y, mask), trained(x, t, y, mask), atol=1e-5, rtol=1e-5)
+    for j, i in [(1, 0), (3, 1)]:
+        assert not grown.text_refiner[j].proj.weight.any() and not grown.text_refiner[j].mlp[2].bias.any()
+        torch.testing.assert_close(grown.text_refiner[j].qkv.qkv.weight, trained.text_refiner[i].qkv.qkv.weight)
 
 
 def test_dropping_the_pooled_text_path_folds_the_empty_captions_vector_into_time(tmp_path, monkeypatch):

@@ -221,10 +221,31 @@ def test_motion_repeats_weight_the_pool_by_motion():
     (dict(num_clips=8, buckets=[(17, 64, 64), (9, 64, 64)], motion_repeats={"spinning": 2}), "exactly one bucket"),
     (dict(num_clips=8, motion_repeats={"spin": 2}), "unknown motion 'spin'"),
     (dict(num_clips=8, motion_repeats={"spinning": 0}), "integer >= 1"),
+    (dict(source="csv", csv="m.csv", spin_degrees=[110, 160]), "needs source = 'world'"),
+    (dict(spin_degrees=[80, 160]), "90 < lo <= hi"),
+    (dict(spin_degrees=[110]), "90 < lo <= hi"),
 ])
-def test_motion_repeats_errors(bad, message):
+def test_world_pool_option_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         DataConfig(**bad)
+
+
+def test_spin_degrees_render_slower_spins_under_their_own_keys():
+    from kinema.world import make_clip
+    cfg = dict(num_clips=40, caption="text", seed=4, buckets=[(17, 64, 64)])
+    plain, slow = VideoBatches(DataConfig(**cfg), 1), VideoBatches(DataConfig(**cfg, spin_degrees=[110, 160]), 1)
+    differ = 0
+    for step in range(12):
+        a, b = plain.batch(step), slow.batch(step)
+        (ka,), (kb,) = a["keys"], b["keys"]
+        want = make_clip(ka[1], 64, 64, 17, spin_degrees=(110.0, 160.0)).frames
+        assert torch.equal(b["video"][0], to_model_range(want)) and a["text"] == b["text"]
+        if torch.equal(a["video"][0], b["video"][0]):  # no spinning object: the same clip, the same latent
+            assert kb == ka
+        else:  # a spinning object turns less: its own latent
+            assert kb == (*ka, "spin", 110.0, 160.0)
+            differ += 1
+    assert 0 < differ < 12
 
 
 def test_config_tables_are_typed():

@@ -40,6 +40,9 @@ class DataConfig:
     # per epoch (times object_count_repeats), e.g. {spinning = 3}; motions as in vocab.MOTIONS.
     # Needs one bucket: a clip's motions depend on its frame count. None = no motion weighting
     motion_repeats: dict[str, int] | None = None
+    # world: spinning objects turn lo-hi degrees over the clip instead of the world's 115-240
+    # (kinema.world.respin; captions unchanged; WORLD.md asks >= 90). None = the world's turns
+    spin_degrees: list[float] | None = None
     caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
     exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
     hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
@@ -72,6 +75,14 @@ class DataConfig:
             if len(reps) != 2 or any(not isinstance(r, int) or r < 0 for r in reps) or not any(reps):
                 raise ValueError(f"data.object_count_repeats must be two counts >= 0 (1-object, 2-object "
                                  f"clips per epoch), not both 0; got {reps}")
+        if self.spin_degrees is not None:
+            if self.source != "world":
+                raise ValueError("data.spin_degrees changes world clips: it needs source = 'world'")
+            if (len(self.spin_degrees) != 2
+                    or not all(isinstance(v, (int, float)) for v in self.spin_degrees)
+                    or not 90 < self.spin_degrees[0] <= self.spin_degrees[1]):
+                raise ValueError(f"data.spin_degrees must be [lo, hi] with 90 < lo <= hi (WORLD.md: a spin "
+                                 f"turns >= 90 degrees), got {self.spin_degrees}")
         if self.motion_repeats is not None:
             if self.source != "world" or self.num_clips is None or len(self.buckets) != 1:
                 raise ValueError("data.motion_repeats weights a world pool: it needs source = 'world', "
@@ -85,9 +96,9 @@ class DataConfig:
 
 def _world_work(job: tuple) -> tuple[np.ndarray | None, tuple[str, str]]:
     """(frames or None, (caption, short caption)) of one world clip; in a render worker or not."""
-    seed, (f, h, w), fps, exclude, render = job
+    seed, (f, h, w), fps, exclude, render, spin = job
     if render:
-        clip = make_clip(seed, w, h, f, fps, exclude_words=exclude)
+        clip = make_clip(seed, w, h, f, fps, exclude_words=exclude, spin_degrees=spin)
         return clip.frames, (clip.text, clip.short_text)
     return None, clip_captions(seed, w, h, f, fps, exclude_words=exclude)
 
@@ -141,6 +152,7 @@ class VideoBatches:
         self.cfg, self.batch_size, self.rank, self.world_size = cfg, batch_size, rank, world_size
         self.by_bucket: list[list[VideoRecord]] = []
         self._texts: dict[tuple, tuple[str, str]] = {}  # world pool key -> (caption, short caption)
+        self._spinning: dict[tuple, bool] = {}  # world pool key -> has a spinning object
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
         self._workers = None  # data.workers > 0: the process pool, started by the first batch
@@ -197,6 +209,19 @@ class VideoBatches:
         return texts[self.cfg.caption == "short_text"]
 
     @property
+    def _spin(self) -> tuple[float, float] | None:
+        return None if self.cfg.spin_degrees is None else tuple(map(float, self.cfg.spin_degrees))
+
+    def _spins(self, key: tuple) -> bool:
+        """Does the pool clip ("world", seed, f, h, w) have a spinning object (so data.spin_degrees
+        changes its pixels)? Scenes drawn, not rendered, once a clip."""
+        if key not in self._spinning:
+            _, seed, f, h, w = key
+            self._spinning[key] = any(o.motion == "spinning"
+                                      for o in sample_scene(seed, w, h, f, self.cfg.fps).objects)
+        return self._spinning[key]
+
+    @property
     def excluded_words(self) -> list[str]:
         held_out = list(HELD_OUT_WORDS) if self.cfg.hold_out_wording else []
         return [*self.cfg.exclude_words, *held_out]
@@ -242,10 +267,12 @@ class VideoBatches:
         n = self.cfg.num_clips
         seed = clip_seed(self.cfg.seed, g if n is None else self._pool_clip(g))  # a pool reshuffles every epoch
         key = None if n is None else ("world", seed, f, h, w)
+        if key is not None and self._spin is not None and self._spins(key):  # other pixels: another latent
+            key += ("spin", *self._spin)
         skipped = key is not None and skip is not None and skip(key)  # e.g. its latent is on disk
         if skipped and key in self._texts:
             return key, None
-        return key, (seed, (f, h, w), self.cfg.fps, tuple(self.excluded_words), not skipped)
+        return key, (seed, (f, h, w), self.cfg.fps, tuple(self.excluded_words), not skipped, self._spin)
 
     def _world_sample(self, g: int, key: tuple | None, made: tuple | None) -> tuple:
         """sample()'s answer from _world_work's result (None: nothing was made)."""
@@ -275,7 +302,7 @@ class VideoBatches:
         else:
             f, h, w = self.cfg.buckets[0]
             n = self.cfg.num_clips if self.cfg.num_clips is not None else fresh_sample
-            jobs = [(clip_seed(self.cfg.seed, i), (f, h, w), self.cfg.fps, tuple(self.excluded_words), False)
+            jobs = [(clip_seed(self.cfg.seed, i), (f, h, w), self.cfg.fps, tuple(self.excluded_words), False, None)
                     for i in range(n)]
             if self.cfg.workers > 0:
                 if self._workers is None:

@@ -49,6 +49,8 @@ from ..pipelines.pipeline import dit_folder, load_dit
 
 # Per block: the tensors that make a repeated copy start as the identity (see module docstring).
 IDENTITY_ZEROED = ("adaLN.1.weight", "adaLN.1.bias", "cross.proj.weight", "cross.proj.bias")
+# Per text-refiner block: its two residual outputs (the block is then the identity).
+REFINER_ZEROED = ("proj.weight", "proj.bias", "mlp.2.weight", "mlp.2.bias")
 SAME_FIELDS = ("hidden_size", "num_heads", "mlp_ratio", "text_dim", "conditioning", "qk_norm", "rope_theta")
 POOLED = "pooled_embed."
 # rope_scale may differ too: it moves token positions, not weights.
@@ -56,19 +58,22 @@ LATENT_FIELDS = ("in_channels", "patch_size")  # may differ: a new autoencoder (
 LATENT_LAYERS = ("x_embed.", "final.linear.")  # the layers that touch latent values
 
 
-def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int) -> dict[str, torch.Tensor]:
-    """A depth-`dst_depth` DiT state dict that computes what the depth-`src_depth` one does."""
+def grow_state_dict(src: dict[str, torch.Tensor], src_depth: int, dst_depth: int, stack: str = "blocks",
+                    zeroed: tuple[str, ...] = IDENTITY_ZEROED) -> dict[str, torch.Tensor]:
+    """A depth-`dst_depth` DiT state dict that computes what the depth-`src_depth` one does: the
+    blocks of `stack` ("blocks", or "text_refiner" with REFINER_ZEROED) repeated in order, each
+    repeat the identity by its `zeroed` tensors."""
     if dst_depth < src_depth:
         raise ValueError(f"can only grow: the new depth {dst_depth} is below the old {src_depth}")
-    out = {k: v.clone() for k, v in src.items() if not k.startswith("blocks.")}
+    out = {k: v.clone() for k, v in src.items() if not k.startswith(f"{stack}.")}
     previous = None
     for j in range(dst_depth):
         i = j * src_depth // dst_depth
-        prefix, repeat = f"blocks.{i}.", i == previous
+        prefix, repeat = f"{stack}.{i}.", i == previous
         for key, value in src.items():
             if key.startswith(prefix):
                 name = key[len(prefix):]
-                out[f"blocks.{j}.{name}"] = torch.zeros_like(value) if repeat and name in IDENTITY_ZEROED else value.clone()
+                out[f"{stack}.{j}.{name}"] = torch.zeros_like(value) if repeat and name in zeroed else value.clone()
         previous = i
     return out
 
@@ -130,13 +135,15 @@ def init_from_model(model: DiT, folder: str | Path, trunk_only: bool = False) ->
     if new.conditioning != "cross" and new.depth != old.depth:
         raise ValueError("growing depth is supported for conditioning = 'cross' only (a joint model's last "
                          "block has no text stream, so it cannot be repeated as the identity)")
-    if old.text_refiner_depth not in (0, new.text_refiner_depth):
+    if old.text_refiner_depth > new.text_refiner_depth:
         raise ValueError(f"init_from '{folder}': text_refiner_depth {old.text_refiner_depth} -> "
-                         f"{new.text_refiner_depth}; a refiner can only be added to a model without one, or kept")
+                         f"{new.text_refiner_depth}; a refiner can be added, kept or grown, not cut")
     if old.pooled_text != new.pooled_text and not old.pooled_text:
         raise ValueError(f"init_from '{folder}': it has no pooled-text path and the new model has one; "
                          "the path can be dropped from a trained model (pooled_text = false), not added")
     state = grow_state_dict(trained.state_dict(), old.depth, new.depth)
+    if old.text_refiner_depth:  # grown like the trunk: each refiner block repeated, repeats the identity
+        state = grow_state_dict(state, old.text_refiner_depth, new.text_refiner_depth, "text_refiner", REFINER_ZEROED)
     if old.pooled_text and not new.pooled_text:
         state = fold_pooled_text(state)
     state.update({k: v for k, v in model.state_dict().items() if k.startswith("text_refiner.") and k not in state})

@@ -17,7 +17,7 @@ from . import vocab
 from .captions import captions
 from .parse import ObjectClaim, PromptClaims, PromptError, parse_prompt
 from .render import render
-from .scene import Scene, Track, sample_scene
+from .scene import Scene, Track, respin, sample_scene
 
 
 @dataclass
@@ -34,10 +34,14 @@ class Clip:
 
 def make_clip(seed: int, width: int = 64, height: int = 64, num_frames: int = 17, fps: float = 8.0,
               num_objects: int | None = None, exclude_words: Collection[str] = (),
-              prefer_words: Collection[str] = ()) -> Clip:
+              prefer_words: Collection[str] = (), spin_degrees: tuple[float, float] | None = None) -> Clip:
     """One clip from its seed: same arguments, same pixels and captions, on any machine.
-    Captions never use `exclude_words` and use `prefer_words` wherever they can."""
+    Captions never use `exclude_words` and use `prefer_words` wherever they can. `spin_degrees`
+    (lo, hi): spinning objects turn lo-hi degrees in all instead of the world's 115-240
+    (`respin`; the captions are the same)."""
     scene = sample_scene(seed, width, height, num_frames, fps, num_objects)
+    if spin_degrees is not None:
+        scene = respin(scene, spin_degrees)
     text, short = captions(scene, exclude_words, prefer_words)
     return Clip(scene, render(scene), text, short)
 
@@ -70,4 +74,4 @@ def ground_truth(scene: Scene, text: str = "", short_text: str = "") -> dict:
 
 
 __all__ = ["Clip", "make_clip", "clip_captions", "ground_truth", "sample_scene", "render", "captions", "parse_prompt",
-           "PromptClaims", "ObjectClaim", "PromptError", "Scene", "Track", "vocab"]
+           "PromptClaims", "ObjectClaim", "PromptError", "Scene", "Track", "respin", "vocab"]

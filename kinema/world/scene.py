@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import vocab
 
@@ -204,7 +204,7 @@ def _sample_track(rng: _Rng, colour: str, W: int, H: int, T: int) -> Track | Non
         if motion == "spinning":
             r = circumradius(shape, e0)
             box = (-r, r, -r, r)
-            total = rng.uniform(SPIN_DEGREES[0], min(SPIN_DEGREES[1], 30.0 * (T - 1)))
+            total = rng.uniform(*spin_range(T))
             total *= rng.choice([-1.0, 1.0])
             angle = [total * si for si in s]
         else:
@@ -277,6 +277,31 @@ def num_objects_of(seed: int) -> int:
     rng = _Rng(seed)
     _draw_background(rng)
     return _draw_count(rng)
+
+
+def spin_range(num_frames: int) -> tuple[float, float]:
+    """The total turn (degrees) a spinning object of a `num_frames` clip is drawn from."""
+    return SPIN_DEGREES[0], min(SPIN_DEGREES[1], 30.0 * (num_frames - 1))
+
+
+def respin(scene: Scene, degrees: tuple[float, float]) -> Scene:
+    """The scene with each spinning object's total turn mapped linearly from spin_range onto
+    `degrees` (sign and per-frame schedule kept; nothing else changes: a spinning object's box
+    is its circumradius, so the layout stays valid). WORLD.md asks only for >= 90 degrees; a
+    training set may want slower turns (docs/default-model.md, session 22)."""
+    lo, hi = degrees
+    if not 90.0 < lo <= hi:
+        raise ValueError(f"spin degrees must satisfy 90 < lo <= hi (WORLD.md: a spin turns >= 90), got {degrees}")
+    a, b = spin_range(scene.num_frames)
+    objects = []
+    for o in scene.objects:
+        total = o.angle[-1]
+        if o.motion == "spinning" and total:
+            u = (abs(total) - a) / (b - a) if b > a else 0.0
+            scale = (lo + u * (hi - lo)) / abs(total)
+            o = replace(o, angle=tuple(x * scale for x in o.angle))
+        objects.append(o)
+    return replace(scene, objects=tuple(objects))
 
 
 def sample_scene(seed: int, width: int = 64, height: int = 64, num_frames: int = 17,
