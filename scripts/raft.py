@@ -53,7 +53,7 @@ def pool_captions(config: str, clips: int, two_object_share: float, first: int =
         seed = clip_seed(cfg.data.seed, i)
         k = num_objects_of(seed)
         if want[k]:
-            _, texts = _world_work((seed, cfg.data.buckets[0], cfg.data.fps, tuple(data.excluded_words), False))
+            _, texts = _world_work((seed, cfg.data.buckets[0], cfg.data.fps, tuple(data.excluded_words), False, None))  # captions only
             kind = {"both": _rng(cfg.data.seed, "raft", i).randrange(2), "text": 0, "short_text": 1}[cfg.data.caption]
             rows.append({"index": i, "objects": k, "text": texts[kind]})
             want[k] -= 1

@@ -10,7 +10,8 @@ them, while its attention and MLP weights start from trained ones rather than fr
 other tensors (patch embedding, timestep and text embedders, final layer) are copied as they are.
 So at step 0 the deeper model's output equals the old model's (tests/test_grow.py), and training
 goes on from there with twice the blocks (stacking, as in Gong et al. 2019 "Efficient training of
-BERT by progressively stacking"; function-preserving as Net2Net, Chen et al. 2016).
+BERT by progressively stacking"; function-preserving as Net2Net, Chen et al. 2016). A trained text
+refiner grows the same way, its repeats' attention and MLP outputs zeroed (REFINER_ZEROED).
 
 Widths, heads and conditioning must match. The autoencoder may change too (latent channels and
 patch size, e.g. from the 4x8x8 VAE with a 1x2x2 patch to the 4x32x32 one with 1x1x1): then the
