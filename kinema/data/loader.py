@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..world import clip_captions, make_clip
-from ..world.scene import num_objects_of, sample_scene
+from ..world.scene import check_spin_degrees, num_objects_of, sample_scene
 from ..world.vocab import HELD_OUT_WORDS, MOTIONS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed, worker_pool
@@ -78,11 +78,7 @@ class DataConfig:
         if self.spin_degrees is not None:
             if self.source != "world":
                 raise ValueError("data.spin_degrees changes world clips: it needs source = 'world'")
-            if (len(self.spin_degrees) != 2
-                    or not all(isinstance(v, (int, float)) for v in self.spin_degrees)
-                    or not 90 < self.spin_degrees[0] <= self.spin_degrees[1]):
-                raise ValueError(f"data.spin_degrees must be [lo, hi] with 90 < lo <= hi (WORLD.md: a spin "
-                                 f"turns >= 90 degrees), got {self.spin_degrees}")
+            check_spin_degrees(self.spin_degrees, "data.spin_degrees")
         if self.motion_repeats is not None:
             if self.source != "world" or self.num_clips is None or len(self.buckets) != 1:
                 raise ValueError("data.motion_repeats weights a world pool: it needs source = 'world', "
@@ -152,7 +148,7 @@ class VideoBatches:
         self.cfg, self.batch_size, self.rank, self.world_size = cfg, batch_size, rank, world_size
         self.by_bucket: list[list[VideoRecord]] = []
         self._texts: dict[tuple, tuple[str, str]] = {}  # world pool key -> (caption, short caption)
-        self._spinning: dict[tuple, bool] = {}  # world pool key -> has a spinning object
+        self._motions_of: dict[tuple, tuple[str, ...]] = {}  # world pool key -> its objects' motions
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
         self._workers = None  # data.workers > 0: the process pool, started by the first batch
@@ -175,9 +171,17 @@ class VideoBatches:
         f, h, w = self.cfg.buckets[0]
         factor: dict[int, int] = {}
         for i in dict.fromkeys(pool):
-            scene = sample_scene(clip_seed(self.cfg.seed, i), w, h, f, self.cfg.fps)
-            factor[i] = max((self.cfg.motion_repeats.get(o.motion, 1) for o in scene.objects), default=1)
+            motions = self._motions(("world", clip_seed(self.cfg.seed, i), f, h, w))
+            factor[i] = max((self.cfg.motion_repeats.get(m, 1) for m in motions), default=1)
         return [i for i in pool for _ in range(factor[i])]
+
+    def _motions(self, key: tuple) -> tuple[str, ...]:
+        """The motions of the pool clip ("world", seed, f, h, w)'s objects, from its scene (drawn,
+        not rendered: ~4 ms a clip), once a clip: motion_repeats and spin_degrees both read them."""
+        if key not in self._motions_of:
+            _, seed, f, h, w = key
+            self._motions_of[key] = tuple(o.motion for o in sample_scene(seed, w, h, f, self.cfg.fps).objects)
+        return self._motions_of[key]
 
     def _assign_csv_buckets(self, records: list[VideoRecord]) -> None:
         """Each video goes to the bucket closest to its aspect ratio that it has frames for."""
@@ -211,15 +215,6 @@ class VideoBatches:
     @property
     def _spin(self) -> tuple[float, float] | None:
         return None if self.cfg.spin_degrees is None else tuple(map(float, self.cfg.spin_degrees))
-
-    def _spins(self, key: tuple) -> bool:
-        """Does the pool clip ("world", seed, f, h, w) have a spinning object (so data.spin_degrees
-        changes its pixels)? Scenes drawn, not rendered, once a clip."""
-        if key not in self._spinning:
-            _, seed, f, h, w = key
-            self._spinning[key] = any(o.motion == "spinning"
-                                      for o in sample_scene(seed, w, h, f, self.cfg.fps).objects)
-        return self._spinning[key]
 
     @property
     def excluded_words(self) -> list[str]:
@@ -267,7 +262,7 @@ class VideoBatches:
         n = self.cfg.num_clips
         seed = clip_seed(self.cfg.seed, g if n is None else self._pool_clip(g))  # a pool reshuffles every epoch
         key = None if n is None else ("world", seed, f, h, w)
-        if key is not None and self._spin is not None and self._spins(key):  # other pixels: another latent
+        if key is not None and self._spin is not None and "spinning" in self._motions(key):  # other pixels: another latent
             key += ("spin", *self._spin)
         skipped = key is not None and skip is not None and skip(key)  # e.g. its latent is on disk
         if skipped and key in self._texts:

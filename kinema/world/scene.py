@@ -284,14 +284,22 @@ def spin_range(num_frames: int) -> tuple[float, float]:
     return SPIN_DEGREES[0], min(SPIN_DEGREES[1], 30.0 * (num_frames - 1))
 
 
+def check_spin_degrees(degrees, name: str = "spin degrees") -> tuple[float, float]:
+    """`degrees` as (lo, hi), or a ValueError naming `name` unless it is two numbers with
+    90 < lo <= hi (WORLD.md: a spin turns >= 90 degrees over the clip)."""
+    if (len(degrees) != 2 or not all(isinstance(v, (int, float)) for v in degrees)
+            or not 90 < degrees[0] <= degrees[1]):
+        raise ValueError(f"{name} must be [lo, hi] with 90 < lo <= hi (WORLD.md: a spin turns >= 90 "
+                         f"degrees), got {degrees}")
+    return float(degrees[0]), float(degrees[1])
+
+
 def respin(scene: Scene, degrees: tuple[float, float]) -> Scene:
     """The scene with each spinning object's total turn mapped linearly from spin_range onto
     `degrees` (sign and per-frame schedule kept; nothing else changes: a spinning object's box
     is its circumradius, so the layout stays valid). WORLD.md asks only for >= 90 degrees; a
     training set may want slower turns (docs/default-model.md, session 22)."""
-    lo, hi = degrees
-    if not 90.0 < lo <= hi:
-        raise ValueError(f"spin degrees must satisfy 90 < lo <= hi (WORLD.md: a spin turns >= 90), got {degrees}")
+    lo, hi = check_spin_degrees(degrees)
     a, b = spin_range(scene.num_frames)
     objects = []
     for o in scene.objects:
