@@ -62,7 +62,8 @@ def add_common_args(ap: argparse.ArgumentParser, clips: int, seed: int) -> None:
 
 def load_shared_parts(a: argparse.Namespace):
     """Set --threads; (autoencoder, text encoder) of the first model folder, or None (after an error
-    message) if another model folder has another autoencoder: the loss is on latents, so they must share one."""
+    message) if another model folder has another autoencoder (the loss is on latents, so they must
+    share one) or reads captions another way (another encoder, length or clause_attention)."""
     if a.threads:
         torch.set_num_threads(a.threads)
     models = a.models
@@ -75,8 +76,16 @@ def load_shared_parts(a: argparse.Namespace):
                   file=sys.stderr)
             return None
     index = json.loads((first / "model_index.json").read_text())
+    text_keys = ("text_encoder", "text_max_length", "text_clause_attention")
+    for m in models[1:]:
+        other = Path(m) / "model_index.json"
+        if other.is_file() and any(json.loads(other.read_text()).get(k) != index.get(k) for k in text_keys):
+            print(f"error: {m} reads captions another way than {first} ({', '.join(text_keys)}); "
+                  "score them in separate runs (the same clips, noise and times)", file=sys.stderr)
+            return None
     return (CausalVideoVAE.from_pretrained(vae_dir).eval(),
-            load_text_encoder(index["text_encoder"], max_length=index["text_max_length"]))
+            load_text_encoder(index["text_encoder"], max_length=index["text_max_length"],
+                              clause_attention=index.get("text_clause_attention", False)))
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 from kinema.config import from_dict
 from kinema.text import (MINILM, CachedTextEncoder, TextEncoder, TextEncoderConfig, TextEncoderError,
                          build_text_encoder, load_text_encoder)
+from kinema.text.clauses import clause_attention_mask, clause_spans
 
 CORPUS = ["a red ball moving left", "a blue square spinning", "a green triangle bouncing up and down",
           "a small yellow star drifting right on a gray background", "the camera pans slowly"] * 4
@@ -281,6 +282,55 @@ def test_errors_name_the_folder_and_type(tiny, tmp_path):
     enc = load_text_encoder(str(tiny["bert"]), max_length=8)
     with pytest.raises(TypeError, match="wrap it"):
         enc.encode("a red ball")
+
+
+# ---- clause-local attention ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, clauses", [
+    ("a red ball moving left while a blue square spins",
+     ["a red ball moving left", " while a blue square spins"]),
+    ("One big yellow dot stays still, and a little purple box falls and bounces",
+     ["One big yellow dot stays still", ", and a little purple box falls and bounces"]),
+    ("A small purple square falling and bouncing as a little orange triangle bouncing up and down; "
+     "the background is gray",
+     ["A small purple square falling and bouncing", " as a little orange triangle bouncing up and down",
+      "; the background is gray"]),
+    ("Against a gray background, one small white box sitting.",
+     ["Against a gray background", ", one small white box sitting."]),
+    ("A triangle moving diagonally down and to the right on a black background",  # no determiner after "and"
+     ["A triangle moving diagonally down and to the right on a black background"]),
+    ("", [""]),
+])
+def test_clause_spans_cut_before_a_joined_determiner(text, clauses):
+    spans = clause_spans(text)
+    assert [text[a:b] for a, b in spans] == clauses
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)  # they tile the text
+    assert all(b == c for (_, b), (c, _) in zip(spans, spans[1:]))
+
+
+def test_clause_attention_reads_each_clause_alone(minilm):
+    enc = load_text_encoder("minilm", max_length=32, clause_attention=True)
+    assert enc.name == MINILM + "+clauses" and enc.clause_attention  # its own cache keys
+    a = "a big white ball moving right while one small green circle stays still"
+    b = "a big white ball moving right while a tiny blue square spins quickly"
+    (sa, ma), (sb, mb) = enc.encode([a]), enc.encode([b])
+    n = len(minilm.tokenizer(["a big white ball moving right"])["input_ids"][0]) - 1  # [CLS] + the first clause
+    assert torch.equal(sa[0, :n], sb[0, :n])  # the first clause's states ignore the second clause's words
+    whole_a, whole_b = minilm.encode([a])[0], minilm.encode([b])[0]
+    assert not torch.allclose(whole_a[0, :n], whole_b[0, :n])  # read whole, they do not
+    assert torch.equal(ma, minilm.encode([a])[1])  # the same tokens and padding
+    assert torch.equal(enc.encode([""])[1], minilm.encode([""])[1])
+    assert torch.equal(enc.embed([a, b]), minilm.embed([a, b]))  # refinement compares whole captions
+    mask = clause_attention_mask(["x, and a y"], [[(0, 0), (0, 1), (1, 2), (3, 6), (7, 8), (9, 10), (0, 0)]],
+                                 [[1, 0, 0, 0, 0, 0, 1]], 8)[0]
+    assert mask[1].tolist() == [True, True, False, False, False, False, True, False]  # "x": itself and the specials
+    assert mask[4].tolist() == [True, False, True, True, True, True, True, False]  # ", and a y"
+    assert mask[0].tolist() == mask[7].tolist() == [True] + [False] * 5 + [True, False]  # specials, padding
+
+
+def test_clause_attention_needs_the_builtin_encoder(tiny):
+    with pytest.raises(TextEncoderError, match="clause_attention needs the built-in minilm"):
+        load_text_encoder(str(tiny["bert"]), max_length=8, clause_attention=True)
 
 
 # ---- the caption cache ---------------------------------------------------------------------------

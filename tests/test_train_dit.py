@@ -418,6 +418,28 @@ def test_save_pretrained_round_trip_and_export(pipe, tmp_path):
         KinemaPipeline.from_pretrained(tmp_path)
 
 
+def test_clause_attention_travels_with_the_model(pipe, tmp_path, vae_dir):
+    """A run trained with text_clause_attention writes it into its model, a saved pipeline keeps
+    it, and both load with it; a model without it writes no key (older folders read as off)."""
+    from kinema.text import load_text_encoder
+
+    train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "run", steps=2), ["text_clause_attention=true"]),
+              progress=False)
+    assert KinemaPipeline.from_pretrained(tmp_path / "run" / "model").text_encoder.clause_attention
+
+    pipe.save_pretrained(tmp_path / "plain")
+    assert "text_clause_attention" not in json.loads((tmp_path / "plain" / "model_index.json").read_text())
+    clauses = KinemaPipeline(pipe.vae, pipe.dit, load_text_encoder("minilm", pipe.text_encoder.max_length,
+                                                                  clause_attention=True), pipe.defaults)
+    clauses.save_pretrained(tmp_path / "clauses")
+    assert json.loads((tmp_path / "clauses" / "model_index.json").read_text())["text_clause_attention"] is True
+    again = KinemaPipeline.from_pretrained(tmp_path / "clauses")
+    assert again.text_encoder.clause_attention and not pipe.text_encoder.clause_attention
+    prompt = "a red ball moving left while a blue square spins"
+    assert torch.equal(again.text_encoder.encode([prompt])[0], clauses.text_encoder.encode([prompt])[0])
+    assert not torch.equal(again.text_encoder.encode([prompt])[0], pipe.text_encoder.encode([prompt])[0])
+
+
 def test_cli_generate_every_flag(trained, tmp_path):
     model = trained[0] / "full" / "model"
     out = tmp_path / "g.mp4"

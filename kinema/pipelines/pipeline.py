@@ -94,7 +94,8 @@ class KinemaPipeline:
         spec = index["text_encoder"]
         if (folder / spec).is_dir():
             spec = str(folder / spec)
-        text = load_text_encoder(spec, max_length=index.get("text_max_length", 32))
+        text = load_text_encoder(spec, max_length=index.get("text_max_length", 32),
+                                 clause_attention=index.get("text_clause_attention", False))
         defaults = from_dict(PipelineDefaults, index.get("defaults", {}))
         vocabulary, pairs = load_tables(folder)
         refiner = (PromptRefiner(text, vocabulary, lexicon=_lexicon(), pairs=pairs)
@@ -107,7 +108,8 @@ class KinemaPipeline:
         self.vae.save_pretrained(folder / "vae")
         save_dit(self.dit, self.dit.cfg, folder / "dit")
         spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
-        _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults)
+        _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults,
+                     getattr(self.text_encoder, "clause_attention", False))
         if self.refiner is not None:
             save_vocabulary(folder, self.refiner.vocabulary, "saved with KinemaPipeline.save_pretrained",
                             self.refiner.pairs)
@@ -259,22 +261,26 @@ def _text_spec(spec: str, folder: Path) -> str:
     return spec
 
 
-def _write_index(folder: Path, text_spec: str, text_max_length: int, defaults: PipelineDefaults) -> None:
+def _write_index(folder: Path, text_spec: str, text_max_length: int, defaults: PipelineDefaults,
+                 text_clause_attention: bool = False) -> None:
     index = {"_class_name": "KinemaPipeline", "kinema_version": __version__, "vae": "vae", "dit": "dit",
              "text_encoder": text_spec, "text_max_length": text_max_length, "defaults": asdict(defaults)}
+    if text_clause_attention:  # written only when on: older folders read as off
+        index["text_clause_attention"] = True
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
 
 
 def save_pipeline_folder(folder: str | Path, vae_dir: str | Path, dit: torch.nn.Module, dit_config: DiTConfig,
                          text_encoder: str, text_max_length: int, defaults: PipelineDefaults,
-                         vocabulary=None, vocabulary_source: str = "", pairs=None) -> Path:
+                         vocabulary=None, vocabulary_source: str = "", pairs=None,
+                         text_clause_attention: bool = False) -> Path:
     """Write a model folder from a trained DiT and an autoencoder folder (what training exports),
     with its training vocabulary (word -> count) and word pairs when given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _copy_part(Path(vae_dir), folder / "vae")
     save_dit(dit, dit_config, folder / "dit")
-    _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults)
+    _write_index(folder, _text_spec(text_encoder, folder), text_max_length, defaults, text_clause_attention)
     if vocabulary:
         save_vocabulary(folder, vocabulary, vocabulary_source, pairs)
     return folder

@@ -50,7 +50,7 @@ class _SelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         B, L, D = x.shape
         q, k, v = (f(x).view(B, L, self.heads, D // self.heads).transpose(1, 2) for f in (self.query, self.key, self.value))
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # keys masked: (B, h, L, d)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask (B, 1, 1 or L, L): (B, h, L, d)
         return o.transpose(1, 2).reshape(B, L, D)
 
 
@@ -93,7 +93,10 @@ class BertEncoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> SimpleNamespace:
+        """attention_mask: (B, L) keys to attend to, or (B, L, L) query i may attend to key j
+        (clause-local attention, text/clauses.py)."""
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        mask = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]  # (B, 1, 1 or L, L)
         x = self.embeddings(input_ids, torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
         for layer in self.encoder.layer:
             x = layer(x, mask)
@@ -162,3 +165,14 @@ class FastTokenizer:
         if return_tensors == "pt":
             out = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
         return out
+
+    def offsets(self, texts: list[str], max_length: int) -> tuple[list[list[tuple[int, int]]], list[list[int]]]:
+        """Each kept token's character offsets and special-token flag, truncated as __call__ truncates."""
+        offsets, special = [], []
+        for e in self.backend.encode_batch(list(texts)):
+            offs, spec = list(e.offsets), list(e.special_tokens_mask)
+            if len(offs) > max_length:
+                offs, spec = offs[:max_length - 1] + offs[-1:], spec[:max_length - 1] + spec[-1:]
+            offsets.append(offs)
+            special.append(spec)
+        return offsets, special

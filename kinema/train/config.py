@@ -29,6 +29,7 @@ class DiTTrainConfig:
     init_trunk_only: bool = False  # init_from carries the trunk only: patch embedding and output layer start fresh
     text_encoder: str = "minilm"  # "minilm" or a local Hugging Face folder
     text_max_length: int = 32
+    text_clause_attention: bool = False  # each clause of a caption read on its own (text/clauses.py; minilm)
     text_cache_dir: str | None = None  # also keep caption embeddings on disk, across runs
     text_cache_items: int = 8192  # captions kept in memory (LRU); >= 2 x data.num_clips keeps a pool's all
     data: DataConfig = field(default_factory=DataConfig)

@@ -126,7 +126,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     vae = CausalVideoVAE.from_pretrained(cfg.vae).to(d.device).eval().requires_grad_(False)
     # on the training device: on a GPU a pool's first epochs would otherwise wait on the CPU encoding
     # its captions (the same fp32 states; an exported model still encodes on whatever device it runs)
-    encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length, device=d.device)
+    encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_max_length, device=d.device,
+                                clause_attention=cfg.text_clause_attention)
     if cfg.text_cache_dir:
         encoder = CachedTextEncoder(encoder, cfg.text_cache_dir)
     text = TextCache(encoder, cfg.text_cache_items)
@@ -321,7 +322,8 @@ def _export(cfg: DiTTrainConfig, dit: torch.nn.Module, dit_cfg, folder: Path, wo
     with built_aside(folder) as tmp:
         save_pipeline_folder(tmp, vae_dir=cfg.vae, dit=dit, dit_config=dit_cfg, text_encoder=cfg.text_encoder,
                              text_max_length=cfg.text_max_length, defaults=sampling_defaults(cfg),
-                             vocabulary=words, vocabulary_source=vocabulary_source(cfg), pairs=pairs)
+                             vocabulary=words, vocabulary_source=vocabulary_source(cfg), pairs=pairs,
+                             text_clause_attention=cfg.text_clause_attention)
 
 
 def sampling_defaults(cfg: DiTTrainConfig, steps: int | None = None):
