@@ -87,9 +87,9 @@ def failed_clips(samples: str, config: str) -> tuple[list[str], torch.Tensor]:
     if not cfg.latent_cache_dir:
         raise SystemExit(f"{config} has no latent_cache_dir: `kinema train latents` fills one")
     cache = LatentCache(CausalVideoVAE.from_pretrained(cfg.vae), cfg.latent_cache_dir)
-    f, h, w = cfg.data.buckets[0]
     rows = [r for r in json.loads((Path(samples) / "samples.json").read_text())["rows"] if not r["passed"]]
-    keys = [("world", clip_seed(cfg.data.seed, r["index"]), f, h, w) for r in rows]
+    data = VideoBatches(cfg.data, cfg.batch_size)
+    keys = [data.pool_key(r["index"]) for r in rows]  # with data.spin_degrees' suffix where it applies
     missing = sum(k not in cache for k in keys)
     if missing:
         raise SystemExit(f"{missing} of {len(keys)} failed clips are not in {cfg.latent_cache_dir}: run "

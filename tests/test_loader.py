@@ -238,6 +238,8 @@ def test_spin_degrees_render_slower_spins_under_their_own_keys():
     for step in range(12):
         a, b = plain.batch(step), slow.batch(step)
         (ka,), (kb,) = a["keys"], b["keys"]
+        i = slow._pool_clip(step)  # the pool index behind sample `step` (batch size 1)
+        assert (plain.pool_key(i), slow.pool_key(i)) == (ka, kb)  # what scripts/raft.py reads the cache by
         want = make_clip(ka[1], 64, 64, 17, spin_degrees=(110.0, 160.0)).frames
         assert torch.equal(b["video"][0], to_model_range(want)) and a["text"] == b["text"]
         if torch.equal(a["video"][0], b["video"][0]):  # no spinning object: the same clip, the same latent

@@ -175,11 +175,21 @@ class VideoBatches:
             factor[i] = max((self.cfg.motion_repeats.get(m, 1) for m in motions), default=1)
         return [i for i in pool for _ in range(factor[i])]
 
+    def pool_key(self, index: int, bucket: int = 0) -> tuple:
+        """The latent-cache key of world pool clip `index` in `bucket`, as training files it."""
+        return self._clip_key(clip_seed(self.cfg.seed, index), bucket)
+
+    def _clip_key(self, seed: int, bucket: int) -> tuple:
+        key = ("world", seed, *self.cfg.buckets[bucket])
+        if self._spin is not None and "spinning" in self._motions(key):  # other pixels: another latent
+            key += ("spin", *self._spin)
+        return key
+
     def _motions(self, key: tuple) -> tuple[str, ...]:
         """The motions of the pool clip ("world", seed, f, h, w)'s objects, from its scene (drawn,
         not rendered: ~4 ms a clip), once a clip: motion_repeats and spin_degrees both read them."""
         if key not in self._motions_of:
-            _, seed, f, h, w = key
+            _, seed, f, h, w = key[:5]
             self._motions_of[key] = tuple(o.motion for o in sample_scene(seed, w, h, f, self.cfg.fps).objects)
         return self._motions_of[key]
 
@@ -261,9 +271,7 @@ class VideoBatches:
         f, h, w = self.cfg.buckets[bucket]
         n = self.cfg.num_clips
         seed = clip_seed(self.cfg.seed, g if n is None else self._pool_clip(g))  # a pool reshuffles every epoch
-        key = None if n is None else ("world", seed, f, h, w)
-        if key is not None and self._spin is not None and "spinning" in self._motions(key):  # other pixels: another latent
-            key += ("spin", *self._spin)
+        key = None if n is None else self._clip_key(seed, bucket)
         skipped = key is not None and skip is not None and skip(key)  # e.g. its latent is on disk
         if skipped and key in self._texts:
             return key, None
