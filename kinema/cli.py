@@ -7,9 +7,9 @@
     kinema train vae --config configs/vae-f8t4.toml [--set key=value ...]
     kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
     kinema train latents --config configs/default-gpu.toml   (a DiT config's pool, encoded ahead)
-    kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --eta --negative
+    kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --eta --binding-guidance --negative
                     --frames --width --height --fps]
-    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --out DIR --steps --guidance --shift --eta --dtype fp16]   (default: the shipped model)
+    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --out DIR --steps --guidance --shift --eta --binding-guidance --dtype fp16]   (default: the shipped model)
     kinema eval --model DIR --suite shapes-v1 --prompts 100 --videos-per-prompt 2 --out REPORT_DIR
                 [--compare OTHER_REPORT --i3d I3D.pt]   (or --report R --compare R2; or --vae DIR ...)
     kinema bench [--model DIR | --preset dit-t] [--repeats 5] [--out bench.json]
@@ -116,9 +116,10 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
     frames, height, width = pick(a.frames, d.num_frames), pick(a.height, d.height), pick(a.width, d.width)
     steps, guidance, eta = pick(a.steps, d.num_inference_steps), pick(a.guidance, d.guidance_scale), pick(a.eta, d.eta)
-    pipe.check_inputs(a.prompt, frames, height, width, steps, guidance, eta)  # before any denoising
+    binding = pick(a.binding_guidance, d.binding_guidance)
+    pipe.check_inputs(a.prompt, frames, height, width, steps, guidance, eta, binding)  # before any denoising
     result = pipe(a.prompt, negative_prompt=a.negative, num_frames=frames, height=height, width=width,
-                  num_inference_steps=steps, guidance_scale=guidance, eta=eta,
+                  num_inference_steps=steps, guidance_scale=guidance, eta=eta, binding_guidance=binding,
                   refine_prompt=False if a.no_refine else None,
                   generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet)
     export_to_video(result.frames[0], a.out, fps=pick(a.fps, d.fps))
@@ -129,7 +130,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
               file=sys.stderr)
     print(json.dumps({"out": a.out, "prompt": a.prompt, "read_as": result.prompts[0], "untrained": untrained,
                       "seed": a.seed, "num_frames": frames, "height": height, "width": width, "steps": steps,
-                      "guidance": guidance, "eta": eta}))
+                      "guidance": guidance, "eta": eta, "binding_guidance": binding}))
     return 0
 
 
@@ -147,7 +148,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from .pipelines.pipeline import DEFAULT_MODEL_DIR, export_model
 
     defaults = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance), ("shift", a.shift),
-                                  ("eta", a.eta)) if v is not None}
+                                  ("eta", a.eta), ("binding_guidance", a.binding_guidance)) if v is not None}
     if defaults.get("shift") == "auto":
         defaults["shift"] = None  # from the token count at generation time
     out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint, a.dtype)
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     g.add_argument("--eta", type=float, help="fresh noise a sampling step, 0 (deterministic Euler) to 1 "
                    "(ancestral); the seed fixes it too (default: the model's)")
+    g.add_argument("--binding-guidance", type=float, help="h >= 0: guide two-object prompts away from the same "
+                   "prompt with its objects swapped, so each motion stays on its object (0: off; default: the model's)")
     g.add_argument("--negative", help="negative prompt: what the video should not show")
     g.add_argument("--frames", type=int, help="number of frames, 4k+1 (default: the model's)")
     g.add_argument("--width", type=int)
@@ -260,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--shift", type=_shift_arg, help="new default sampling time shift, or 'auto': from the token count "
                    "at generation time (default: the model's)")
     x.add_argument("--eta", type=float, help="new default share of fresh noise a sampling step (0 Euler, 1 ancestral)")
+    x.add_argument("--binding-guidance", type=float, help="new default binding guidance (0: off)")
     x.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="store the weights in this precision (fp16: half the bytes; loading casts back to fp32)")
     x.set_defaults(func=_cmd_export)

@@ -11,7 +11,7 @@ wording ("a small red circle moving left on a gray background"). The velocity is
     v = cfg(v(prompt), v(""), guidance) + W * sum_i (v(object_i) - v(""))
 
 with the model's default guidance and steps, one video a prompt from the suite's seed (W = 0 is
-the plain pipeline, video for video). Prints the judge's pass count per W.
+the plain pipeline without binding guidance, video for video). Prints the judge's pass count per W.
 
 `--regional T:A ...` instead gives each object its own half of the frame (regional prompting, as
 MultiDiffusion and Regional Prompter do for images): while t >= T, the conditional velocity is

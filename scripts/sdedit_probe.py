@@ -4,7 +4,8 @@ For each tuning prompt (ids 200.. of shapes-v1-trained, never the test's 0-199),
 caption describes is encoded, noised to t0 with the noise the pipeline would draw for the prompt's
 first video, x = (1 - t0) z + t0 noise (SDEdit, Meng et al. 2022), and integrated to t = 0 over the
 default sampler's times below t0 (same steps, shift, guidance and eta: `--eta` sets another; the
-session-18 figures in docs/default-model.md are Euler's, `--eta 0`). The judge scores the result.
+session-18 figures in docs/default-model.md are Euler's, `--eta 0`; plain CFG: the pipeline's binding
+guidance is not applied). The judge scores the result.
 
     t0 = 1   the pipeline's own video (pure noise: the clip plays no part), pass rate as tune_sampling.py
     t0 = 0   the autoencoder's reconstruction of the clip: the ceiling

@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--shift", type=float, nargs="+", default=[1.0])
     ap.add_argument("--eta", type=float, nargs="+", default=[None],
                     help="fresh noise a sampling step (flow.sampler_step): 0 = Euler, 1 = ancestral (default: the model's)")
+    ap.add_argument("--binding-guidance", type=float, nargs="+", default=[None],
+                    help="h of the pipeline's binding guidance (default: the model's); plain CFG rows only")
     ap.add_argument("--guide-model", help="a weaker DiT (folder) for --autoguidance")
     ap.add_argument("--guide-skip-blocks", type=int, nargs="+",
                     help="the guide is the model with these blocks skipped (STG-R), for --autoguidance")
@@ -110,9 +112,13 @@ def main() -> None:
     prompts = suite_prompts(a.suite, a.first + a.prompts)[a.first:]
     rows = []
     intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
-    for g, s, sh, ag, iv, eta in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals, a.eta):
+    model_binding = pipe.defaults.binding_guidance
+    for g, s, sh, ag, iv, eta, bg in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals, a.eta,
+                                                       a.binding_guidance):
         pipe.defaults.shift = sh
         plain = ag == 1.0 and iv == (0.0, 1.0)
+        # the wrappers below read the pipeline's [caption; empty] halves: no binding guidance's third pass
+        pipe.defaults.binding_guidance = (model_binding if bg is None else bg) if plain else 0.0
         pipe.dit, scale = (model, g) if plain else (Autoguided(model, guide, g, ag, iv), Autoguided.PASS_THROUGH)
         t0 = time.perf_counter()
         run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=scale, progress=False,
@@ -121,7 +127,8 @@ def main() -> None:
         by = {k: round(v["rate"], 3) for k, v in summary["by_attribute"].items()}
         objects = {f"{k}_object{'s' * (k == '2')}": round(v["rate"], 3) for k, v in summary["by_objects"].items() if v["videos"]}
         motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
-        rows.append({"guidance": g, "steps": s, "shift": sh, "eta": run.settings["eta"], **({"autoguidance": ag} if guide else {}),
+        rows.append({"guidance": g, "steps": s, "shift": sh, "eta": run.settings["eta"],
+                     "binding_guidance": run.settings["binding_guidance"], **({"autoguidance": ag} if guide else {}),
                      **({"interval": list(iv)} if iv != (0.0, 1.0) else {}), "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})

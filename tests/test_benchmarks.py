@@ -266,7 +266,8 @@ def test_composed_sampling_at_weight_zero_is_the_pipeline_and_object_prompts_use
         "a small purple square bouncing on a gray background", "a big orange triangle moving left on a gray background"]
     pipe = KinemaPipeline.from_pretrained()
     pipe.defaults.num_inference_steps = 3
-    plain = pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="uint8", progress=False).frames[0]
+    plain = pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="uint8", progress=False,
+                 binding_guidance=0.0).frames[0]  # the script composes on plain CFG
     assert (compose_objects.composed_video(pipe, prompt, 7, 0.0) == plain).all()
     assert not (compose_objects.composed_video(pipe, prompt, 7, 1.0) == plain).all()
     # regional prompting: switched off (T > 1) it is the pipeline; on, each object prompt owns a half

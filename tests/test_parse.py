@@ -2,6 +2,7 @@
 import pytest
 
 from kinema.world import PromptError, parse_prompt
+from kinema.world.parse import swap_objects
 
 
 def summary(text):
@@ -60,3 +61,26 @@ def test_unknown_words_are_listed():
 def test_errors_say_why(text, message):
     with pytest.raises(PromptError, match=message):
         parse_prompt(text)
+
+
+@pytest.mark.parametrize("text, swapped", [
+    ("a red square moving left while a blue triangle spins", "a blue triangle moving left while a red square spins"),
+    ("An orange triangle spinning and a small box moving left",  # the articles follow their new words
+     "A small box spinning and an orange triangle moving left"),
+    ("Against a black background, one big white ball rising, and a little cyan dot staying still.",
+     "Against a black background, one little cyan dot rising, and a big white ball staying still."),
+    ("A small purple square falling and bouncing as a little orange triangle bouncing up and down; "
+     "the background is gray",
+     "A little orange triangle falling and bouncing as a small purple square bouncing up and down; "
+     "the background is gray"),
+])
+def test_swap_objects_gives_each_object_the_others_motion(text, swapped):
+    assert swap_objects(text) == swapped
+    a, b = parse_prompt(text).objects, parse_prompt(swapped).objects
+    assert [(o.shape, o.colour, o.size) for o in a] == [(o.shape, o.colour, o.size) for o in reversed(b)]
+    assert [(o.motion, o.speed) for o in a] == [(o.motion, o.speed) for o in b]  # the motions stay in place
+
+
+@pytest.mark.parametrize("text", ["a red ball moving left", "three purple blobs", ""])
+def test_swap_objects_needs_two_objects(text):
+    assert swap_objects(text) is None

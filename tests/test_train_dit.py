@@ -323,9 +323,9 @@ def test_pipeline_same_seed_same_video(pipe):
     assert len(uint8) == 2 and uint8[0].dtype == np.uint8
 
 
-def test_negative_prompt_and_guidance_are_used(pipe):
-    """On a DiT whose text path is not ~zero (weights perturbed), the negative prompt and the
-    guidance scale change the video; guidance 1 ignores the negative prompt (one forward pass)."""
+@pytest.fixture(scope="module")
+def strong(pipe):
+    """The tiny pipeline with its DiT's weights perturbed, so its text path is not ~zero."""
     import copy
 
     dit = copy.deepcopy(pipe.dit)
@@ -333,14 +333,46 @@ def test_negative_prompt_and_guidance_are_used(pipe):
     with torch.no_grad():
         for p in dit.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    strong = KinemaPipeline(pipe.vae, dit, pipe.text_encoder, pipe.defaults)
+    return KinemaPipeline(pipe.vae, dit, pipe.text_encoder, pipe.defaults)
 
+
+def test_negative_prompt_and_guidance_are_used(strong):
+    """On a DiT whose text path is not ~zero, the negative prompt and the guidance scale change the
+    video; guidance 1 ignores the negative prompt (one forward pass)."""
     def run(**kw):
         return strong("a red ball", generator=torch.Generator().manual_seed(0), progress=False, **kw).frames[0]
     base = run(guidance_scale=3.0)
     assert not np.array_equal(base, run(guidance_scale=3.0, negative_prompt="a blue square"))
     assert not np.array_equal(base, run(guidance_scale=1.0))
     assert np.array_equal(run(guidance_scale=1.0), run(guidance_scale=1.0, negative_prompt="a blue square"))
+
+
+def test_binding_guidance_steers_two_object_prompts_only(strong, monkeypatch):
+    """binding_guidance h adds h (v(prompt) - v(objects swapped)): a third DiT pass on the swapped
+    caption for a two-object prompt, nothing for a one-object one; 0 (the default) is the plain pipeline."""
+    import dataclasses
+
+    two, one = "a red ball moving left while a blue square spins", "a red ball moving left"
+    encoded, batches = [], []
+    encode, forward = strong.text_encoder.encode, strong.dit.forward
+    monkeypatch.setattr(strong.text_encoder, "encode", lambda texts: encoded.append(list(texts)) or encode(texts))
+    monkeypatch.setattr(strong.dit, "forward", lambda x, *a: batches.append(x.shape[0]) or forward(x, *a))
+
+    def run(prompt, p=strong, **kw):
+        encoded.clear(), batches.clear()
+        return p(prompt, generator=torch.Generator().manual_seed(0), progress=False, num_inference_steps=2,
+                 refine_prompt=False, **kw).frames[0]
+    base = run(two)
+    assert np.array_equal(base, run(two, binding_guidance=0.0)) and set(batches) == {2}
+    bound = run(two, binding_guidance=1.0)
+    assert not np.array_equal(base, bound) and set(batches) == {3}  # caption, empty, swapped
+    assert encoded[-1] == ["a blue square moving left while a red ball spins"]  # the swapped caption
+    assert np.array_equal(run(one), run(one, binding_guidance=1.0)) and set(batches) == {2}  # nothing to swap
+    default_on = KinemaPipeline(strong.vae, strong.dit, strong.text_encoder,
+                                dataclasses.replace(strong.defaults, binding_guidance=1.0))
+    assert np.array_equal(run(two, p=default_on), bound)  # a model folder's default is what a call uses
+    with pytest.raises(ValueError, match="binding_guidance must be >= 0"):
+        run(two, binding_guidance=-1.0)
 
 
 def test_stochastic_sampling_follows_the_seed_and_the_model_default(pipe):

@@ -41,6 +41,7 @@ from ..models.dit import DiT, DiTConfig
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
 from ..text.refine import VOCAB_FILE, PromptRefiner, load_tables, save_vocabulary
+from ..world.parse import swap_objects
 
 INDEX_FILE = "model_index.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
@@ -57,6 +58,7 @@ class PipelineDefaults:
     shift: float | None = None  # None: from the token count
     eta: float = 0.0  # share of fresh noise in each sampling step (flow.sampler_step): 0 = Euler, 1 = ancestral
     refine_prompt: bool = True  # rewrite untrained words into trained ones (needs caption_vocab.json)
+    binding_guidance: float = 0.0  # h: + h (v(prompt) - v(objects swapped)) on two-object prompts; 0 = off
 
 
 @dataclass
@@ -120,7 +122,7 @@ class KinemaPipeline:
         return self.vae.spatial_stride * max(self.dit.cfg.patch_size[1:])
 
     def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float,
-                     eta: float = 0.0) -> list[str]:
+                     eta: float = 0.0, binding_guidance: float = 0.0) -> list[str]:
         """Every argument checked before any heavy work; one clear error each."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -139,6 +141,8 @@ class KinemaPipeline:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance}")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1] (0: deterministic Euler steps, 1: ancestral), got {eta}")
+        if binding_guidance < 0:
+            raise ValueError(f"binding_guidance must be >= 0 (0: off), got {binding_guidance}")
         return prompts
 
     def refine(self, prompts: list[str], enabled: bool | None = None) -> list[str]:
@@ -159,14 +163,20 @@ class KinemaPipeline:
                  height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", progress: bool = True,
-                 refine_prompt: bool | None = None, eta: float | None = None) -> KinemaPipelineOutput:
+                 refine_prompt: bool | None = None, eta: float | None = None,
+                 binding_guidance: float | None = None) -> KinemaPipelineOutput:
+        """diffusers-style generation. `binding_guidance` h (default: the model's) adds
+        h (v(prompt) - v(prompt with its two objects swapped)) to the guided velocity of every prompt
+        that names two objects (kinema.world.parse.swap_objects), pushing each motion onto its own
+        object; one more DiT pass a step for those prompts, nothing for the others."""
         d = self.defaults
         pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
         num_frames, height, width = pick(num_frames, d.num_frames), pick(height, d.height), pick(width, d.width)
         steps = pick(num_inference_steps, d.num_inference_steps)
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
         eta = d.eta if eta is None else eta
-        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta)
+        binding = pick(binding_guidance, d.binding_guidance)
+        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta, binding)
         if output_type not in ("np", "uint8"):
             raise ValueError(f"output_type must be 'np' or 'uint8', got {output_type!r}")
         device = next(self.dit.parameters()).device
@@ -179,15 +189,24 @@ class KinemaPipeline:
         tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.cfg.patch_size))
         shift = d.shift or flow.timestep_shift_for(tokens)
         cond, cond_mask, uncond, uncond_mask = (x.to(device) for x in (cond, cond_mask, uncond, uncond_mask))
+        swapped = [swap_objects(p) for p in prompts] if binding > 0 else []
+        # each prompt's swapped caption, or the prompt itself where there is none (its term is then 0)
+        swap, swap_mask = (self.text_encoder.encode([s or p for s, p in zip(swapped, prompts)])
+                           if any(swapped) else (None, None))
+        if swap is not None:
+            swap, swap_mask = swap.to(device), swap_mask.to(device)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if guidance == 1.0:
+            if guidance == 1.0 and swap is None:
                 return self.dit(x, t, cond, cond_mask)
-            # conditional and unconditional in one batched forward pass
-            v = self.dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond]),
-                         torch.cat([cond_mask, uncond_mask]))
-            v_cond, v_uncond = v.chunk(2)
-            return flow.cfg_combine(v_cond, v_uncond, guidance)
+            # conditional, unconditional (and swapped) in one batched forward pass
+            texts, masks = [cond, uncond], [cond_mask, uncond_mask]
+            if swap is not None:
+                texts, masks = texts + [swap], masks + [swap_mask]
+            n = len(texts)
+            v = self.dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts), torch.cat(masks)).chunk(n)
+            out = flow.cfg_combine(v[0], v[1], guidance)
+            return out if swap is None else out + binding * (v[0] - v[2])
 
         from tqdm import tqdm
 

@@ -184,6 +184,34 @@ def object_word_spans(text: str) -> list[list[tuple[int, int]]]:
     return [[spans[i] for i in tags] for tags in owned]
 
 
+def swap_objects(text: str) -> str | None:
+    """The prompt with its two objects' noun phrases exchanged (size, colour and shape words and
+    what lies between them), each motion left where it is, so each object gets the other's:
+    "a red ball moving left while a blue square spins" -> "a blue square moving left while a red
+    ball spins". An "a"/"an" before a phrase is made to fit its new first word. None unless the
+    prompt reads as two objects (binding guidance, kinema/pipelines/pipeline.py)."""
+    try:
+        _, owned, spans = _read(text)
+    except PromptError:
+        return None
+    if len(owned) != 2:
+        return None
+    tags = _tag(text)
+    phrases = []
+    for idx in owned:
+        shape = next(i for i in idx if tags[i][0] == "SHAPE")
+        phrases.append((spans[min(i for i in idx if i <= shape)][0], spans[shape][1]))
+    (a0, a1), (b0, b1) = sorted(phrases)
+    parts = [text[:a0], text[b0:b1], text[a1:b0], text[a0:a1], text[b1:]]
+    for k in (0, 2):  # the text before each new phrase may end in its article
+        m = re.search(r"\b(an?)(\s+)$", parts[k], re.IGNORECASE)
+        if m:
+            fit = vocab.article(parts[k + 1].lower())
+            fit = fit.capitalize() if m.group(1)[0].isupper() else fit
+            parts[k] = parts[k][:m.start(1)] + fit + m.group(2)
+    return "".join(parts)
+
+
 def _read(text: str) -> tuple[PromptClaims, list[list[int]], list[tuple[int, int]]]:
     """parse_prompt's claims, the indices of each object's tags, and every tag's character span."""
     if not text or not text.strip():
