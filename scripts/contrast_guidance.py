@@ -20,8 +20,7 @@ import torch
 
 from kinema.eval.suite import run_suite, suite_prompts
 from kinema.pipelines import KinemaPipeline
-
-TUNE_FIRST = 200  # prompts below are the test protocol's
+from tune_sampling import TUNE_FIRST  # prompts below are the test protocol's
 
 
 def main() -> None:

@@ -69,17 +69,16 @@ def load_shared_parts(a: argparse.Namespace):
     models = a.models
     first = Path(models[0])
     vae_dir = first / "vae"
-    for m in models[1:]:
-        other = Path(m) / "vae" / CONFIG_NAME
-        if other.is_file() and json.loads(other.read_text()) != json.loads((vae_dir / CONFIG_NAME).read_text()):
-            print(f"error: {m} has another autoencoder than {first}; the loss is on latents, so they must share one",
-                  file=sys.stderr)
-            return None
+    vae_config = json.loads((vae_dir / CONFIG_NAME).read_text())
     index = json.loads((first / "model_index.json").read_text())
     text_keys = ("text_encoder", "text_max_length", "text_clause_attention")
     for m in models[1:]:
-        other = Path(m) / "model_index.json"
-        if other.is_file() and any(json.loads(other.read_text()).get(k) != index.get(k) for k in text_keys):
+        other_vae, other_index = Path(m) / "vae" / CONFIG_NAME, Path(m) / "model_index.json"
+        if other_vae.is_file() and json.loads(other_vae.read_text()) != vae_config:
+            print(f"error: {m} has another autoencoder than {first}; the loss is on latents, so they must share one",
+                  file=sys.stderr)
+            return None
+        if other_index.is_file() and any(json.loads(other_index.read_text()).get(k) != index.get(k) for k in text_keys):
             print(f"error: {m} reads captions another way than {first} ({', '.join(text_keys)}); "
                   "score them in separate runs (the same clips, noise and times)", file=sys.stderr)
             return None

@@ -126,7 +126,8 @@ class HFTextEncoder(TextEncoder):
         return torch.cat(states), torch.cat(masks)  # (B, L, dim), (B, L)
 
     def _encode_batch(self, texts: list[str], padding: bool | str = "max_length",
-                      clauses: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      clauses: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """clauses=False reads whole captions even when the encoder has clause_attention on."""
         tok = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         mask = tok["attention_mask"].bool()  # (B, L)
@@ -137,7 +138,7 @@ class HFTextEncoder(TextEncoder):
             self._warn_if_truncated(texts, mask)
         inputs = {k: v.to(self.device) for k, v in tok.items() if k in self._inputs}
         inputs["attention_mask"] = mask.long().to(self.device)
-        if self.clause_attention if clauses is None else clauses:
+        if self.clause_attention and clauses:
             offsets, special = self.tokenizer.offsets(texts, mask.shape[1])
             inputs["attention_mask"] = clause_attention_mask(texts, offsets, special, mask.shape[1]).to(self.device)
         out = self.model(**inputs).last_hidden_state  # (B, L, dim)

@@ -180,7 +180,7 @@ def object_word_spans(text: str) -> list[list[tuple[int, int]]]:
     """For each object the prompt claims, in order, the character spans of the words that
     describe it (size, colour, shape, motion, speed; not determiners, joiners or the background).
     Raises PromptError as parse_prompt does."""
-    _, owned, spans = _read(text)
+    _, owned, spans, _ = _read(text)
     return [[spans[i] for i in tags] for tags in owned]
 
 
@@ -191,12 +191,11 @@ def swap_objects(text: str) -> str | None:
     ball spins". An "a"/"an" before a phrase is made to fit its new first word. None unless the
     prompt reads as two objects (binding guidance, kinema/pipelines/pipeline.py)."""
     try:
-        _, owned, spans = _read(text)
+        _, owned, spans, tags = _read(text)
     except PromptError:
         return None
     if len(owned) != 2:
         return None
-    tags = _tag(text)
     phrases = []
     for idx in owned:
         shape = next(i for i in idx if tags[i][0] == "SHAPE")
@@ -212,8 +211,9 @@ def swap_objects(text: str) -> str | None:
     return "".join(parts)
 
 
-def _read(text: str) -> tuple[PromptClaims, list[list[int]], list[tuple[int, int]]]:
-    """parse_prompt's claims, the indices of each object's tags, and every tag's character span."""
+def _read(text: str) -> tuple[PromptClaims, list[list[int]], list[tuple[int, int]], list[tuple[str, str, str]]]:
+    """parse_prompt's claims, the indices of each object's tags, every tag's character span, and
+    the tags themselves (kind, value, surface)."""
     if not text or not text.strip():
         raise PromptError("the prompt is empty.")
     spans: list[tuple[int, int]] = []
@@ -274,4 +274,4 @@ def _read(text: str) -> tuple[PromptClaims, list[list[int]], list[tuple[int, int
     colours = [o.colour for o in claims if o.colour]
     if len(colours) != len(set(colours)):
         raise PromptError(f"two objects never share a colour in shapes world v1 (both {colours[0]}).")
-    return PromptClaims(text, claims, background), owned, spans
+    return PromptClaims(text, claims, background), owned, spans, tags
