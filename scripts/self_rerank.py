@@ -29,8 +29,7 @@ from kinema import flow
 from kinema.eval.judge import judge
 from kinema.eval.suite import suite_prompts, video_seed
 from kinema.pipelines import KinemaPipeline
-
-TUNE_FIRST = 200
+from tune_sampling import TUNE_FIRST  # scripts/: the first tuning prompt (the test takes 0-199)
 
 
 @torch.no_grad()

@@ -224,6 +224,8 @@ def test_motion_repeats_weight_the_pool_by_motion():
     (dict(source="csv", csv="m.csv", spin_degrees=[110, 160]), "needs source = 'world'"),
     (dict(spin_degrees=[80, 160]), "90 < lo <= hi"),
     (dict(spin_degrees=[110]), "90 < lo <= hi"),
+    (dict(source="csv", csv="m.csv", spin_direction="clockwise"), "needs source = 'world'"),
+    (dict(spin_direction="cw"), "data.spin_direction must be"),
 ])
 def test_world_pool_option_errors(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -248,6 +250,28 @@ def test_spin_degrees_render_slower_spins_under_their_own_keys():
             assert kb == (*ka, "spin", 110.0, 160.0)
             differ += 1
     assert 0 < differ < 12
+
+
+def test_spin_direction_keys_and_renders_spins_one_way():
+    from kinema.world import make_clip
+    cfg = dict(num_clips=40, caption="text", seed=4, buckets=[(17, 64, 64)])
+    plain = VideoBatches(DataConfig(**cfg), 1)
+    ccw = VideoBatches(DataConfig(**cfg, spin_direction="counterclockwise"), 1)
+    both = VideoBatches(DataConfig(**cfg, spin_degrees=[110, 160], spin_direction="clockwise"), 1)
+    spun = 0
+    for step in range(12):
+        (ka,), (kc,), (kb,) = plain.batch(step)["keys"], ccw.batch(step)["keys"], both.batch(step)["keys"]
+        i = ccw._pool_clip(step)
+        assert (ccw.pool_key(i), both.pool_key(i)) == (kc, kb)
+        if any(o.motion == "spinning" for o in make_clip(ka[1]).scene.objects):
+            spun += 1
+            assert kc == (*ka, "turning", "counterclockwise")
+            assert kb == (*ka, "spin", 110.0, 160.0, "turning", "clockwise")
+            want = make_clip(ka[1], spin_degrees=(110.0, 160.0), spin_direction="clockwise").frames
+            assert torch.equal(both.batch(step)["video"][0], to_model_range(want))
+        else:
+            assert ka == kc == kb
+    assert 0 < spun < 12
 
 
 def test_config_tables_are_typed():

@@ -368,6 +368,9 @@ def test_binding_guidance_steers_two_object_prompts_only(strong, monkeypatch):
     assert not np.array_equal(base, bound) and set(batches) == {3}  # caption, empty, swapped
     assert encoded[-1] == ["a blue square moving left while a red ball spins"]  # the swapped caption
     assert np.array_equal(run(one), run(one, binding_guidance=1.0)) and set(batches) == {2}  # nothing to swap
+    plain = run(two, guidance_scale=1.0)
+    assert set(batches) == {1}  # guidance 1: the conditional pass alone
+    assert not np.array_equal(plain, run(two, guidance_scale=1.0, binding_guidance=1.0)) and set(batches) == {2}
     default_on = KinemaPipeline(strong.vae, strong.dit, strong.text_encoder,
                                 dataclasses.replace(strong.defaults, binding_guidance=1.0))
     assert np.array_equal(run(two, p=default_on), bound)  # a model folder's default is what a call uses

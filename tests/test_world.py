@@ -217,6 +217,32 @@ def test_respin_slows_the_spins_and_changes_nothing_else():
     assert spun >= 5 and plain >= 5
 
 
+@pytest.mark.parametrize("direction,sign", [("counterclockwise", 1), ("clockwise", -1)])
+def test_respin_turns_every_spin_one_way(direction, sign):
+    from kinema.eval.judge import judge
+    from kinema.eval.measure import measure_video
+    flipped = kept = 0
+    for seed in range(80):
+        world, one_way = make_clip(seed), make_clip(seed, spin_direction=direction)
+        assert (one_way.text, one_way.short_text) == (world.text, world.short_text)
+        spinners = [(o, s) for o, s in zip(world.scene.objects, one_way.scene.objects) if o.motion == "spinning"]
+        for o, s in spinners:
+            assert s.angle == tuple(sign * abs(a) for a in o.angle)  # the same turn, only its sign set
+            flipped, kept = flipped + (o.angle[-1] * sign < 0), kept + (o.angle[-1] * sign > 0)
+        if spinners:  # measured from the pixels (y up: counter-clockwise is positive), still a spin
+            assert judge(one_way.frames, one_way.text).passed
+            turns = [ob.rotation for ob in measure_video(one_way.frames).objects if ob.shape != "circle"
+                     and abs(ob.rotation) > 45]
+            assert turns and all(t * sign > 0 for t in turns)
+        else:
+            assert np.array_equal(one_way.frames, world.frames)
+    assert flipped >= 2 and kept >= 2  # the world draws both ways
+    both = make_clip(5, spin_direction="both")
+    assert np.array_equal(both.frames, make_clip(5).frames)
+    with pytest.raises(ValueError, match="spin direction must be"):
+        make_clip(5, spin_direction="left")
+
+
 @pytest.mark.parametrize("bad", [(90.0, 120.0), (150.0, 120.0)])
 def test_respin_keeps_the_worlds_definition(bad):
     with pytest.raises(ValueError, match="90 < lo <= hi"):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..world import clip_captions, make_clip
-from ..world.scene import check_spin_degrees, num_objects_of, sample_scene
+from ..world.scene import check_spin_degrees, check_spin_direction, num_objects_of, sample_scene
 from ..world.vocab import HELD_OUT_WORDS, MOTIONS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed, worker_pool
@@ -43,6 +43,9 @@ class DataConfig:
     # world: spinning objects turn lo-hi degrees over the clip instead of the world's 115-240
     # (kinema.world.respin; captions unchanged; WORLD.md asks >= 90). None = the world's turns
     spin_degrees: list[float] | None = None
+    # world: "counterclockwise" or "clockwise": every spinning object turns that way (WORLD.md's
+    # captions name no direction; the world draws either). "both" = the world's own
+    spin_direction: Literal["both", "counterclockwise", "clockwise"] = "both"
     caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
     exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
     hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
@@ -79,6 +82,8 @@ class DataConfig:
             if self.source != "world":
                 raise ValueError("data.spin_degrees changes world clips: it needs source = 'world'")
             check_spin_degrees(self.spin_degrees, "data.spin_degrees")
+        if check_spin_direction(self.spin_direction, "data.spin_direction") and self.source != "world":
+            raise ValueError("data.spin_direction changes world clips: it needs source = 'world'")
         if self.motion_repeats is not None:
             if self.source != "world" or self.num_clips is None or len(self.buckets) != 1:
                 raise ValueError("data.motion_repeats weights a world pool: it needs source = 'world', "
@@ -94,7 +99,8 @@ def _world_work(job: tuple) -> tuple[np.ndarray | None, tuple[str, str]]:
     """(frames or None, (caption, short caption)) of one world clip; in a render worker or not."""
     seed, (f, h, w), fps, exclude, render, spin = job
     if render:
-        clip = make_clip(seed, w, h, f, fps, exclude_words=exclude, spin_degrees=spin)
+        degrees, direction = spin or (None, None)
+        clip = make_clip(seed, w, h, f, fps, exclude_words=exclude, spin_degrees=degrees, spin_direction=direction)
         return clip.frames, (clip.text, clip.short_text)
     return None, clip_captions(seed, w, h, f, fps, exclude_words=exclude)
 
@@ -152,6 +158,10 @@ class VideoBatches:
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
         self._workers = None  # data.workers > 0: the process pool, started by the first batch
+        # world: (spin degrees or None, spin direction or None) that respin a clip, or None for the world's own
+        degrees = None if cfg.spin_degrees is None else tuple(map(float, cfg.spin_degrees))
+        direction = check_spin_direction(cfg.spin_direction)
+        self._spin = (degrees, direction) if degrees or direction else None
         if cfg.source == "world" and cfg.num_clips is not None:
             self._pool = list(range(cfg.num_clips))  # one epoch's clips, before its shuffle
             if cfg.object_count_repeats is not None:
@@ -182,12 +192,14 @@ class VideoBatches:
     def _clip_key(self, seed: int, bucket: int) -> tuple:
         key = ("world", seed, *self.cfg.buckets[bucket])
         if self._spin is not None and "spinning" in self._motions(key):  # other pixels: another latent
-            key += ("spin", *self._spin)
+            degrees, direction = self._spin
+            key += ("spin", *degrees) if degrees else ()
+            key += ("turning", direction) if direction else ()
         return key
 
     def _motions(self, key: tuple) -> tuple[str, ...]:
         """The motions of the pool clip ("world", seed, f, h, w)'s objects, from its scene (drawn,
-        not rendered: ~4 ms a clip), once a clip: motion_repeats and spin_degrees both read them."""
+        not rendered: ~4 ms a clip), once a clip: motion_repeats and the spin settings read them."""
         if key not in self._motions_of:
             _, seed, f, h, w = key[:5]
             self._motions_of[key] = tuple(o.motion for o in sample_scene(seed, w, h, f, self.cfg.fps).objects)
@@ -221,10 +233,6 @@ class VideoBatches:
         if self.cfg.caption == "both":
             return texts[_rng(self.cfg.seed, "caption", g).random() < 0.5]
         return texts[self.cfg.caption == "short_text"]
-
-    @property
-    def _spin(self) -> tuple[float, float] | None:
-        return None if self.cfg.spin_degrees is None else tuple(map(float, self.cfg.spin_degrees))
 
     @property
     def excluded_words(self) -> list[str]:

@@ -196,17 +196,21 @@ class KinemaPipeline:
         if swap is not None:
             swap, swap_mask = swap.to(device), swap_mask.to(device)
 
+        # the branches one batched forward pass runs: conditional, unconditional unless guidance is 1
+        # (cfg_combine then returns the conditional), swapped where binding guidance applies
+        branches = {"cond": (cond, cond_mask)}
+        if guidance != 1.0:
+            branches["uncond"] = (uncond, uncond_mask)
+        if swap is not None:
+            branches["swap"] = (swap, swap_mask)
+
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if guidance == 1.0 and swap is None:
-                return self.dit(x, t, cond, cond_mask)
-            # conditional, unconditional (and swapped) in one batched forward pass
-            texts, masks = [cond, uncond], [cond_mask, uncond_mask]
-            if swap is not None:
-                texts, masks = texts + [swap], masks + [swap_mask]
-            n = len(texts)
-            v = self.dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts), torch.cat(masks)).chunk(n)
-            out = flow.cfg_combine(v[0], v[1], guidance)
-            return out if swap is None else out + binding * (v[0] - v[2])
+            n = len(branches)
+            texts, masks = zip(*branches.values())
+            v = dict(zip(branches, self.dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts),
+                                            torch.cat(masks)).chunk(n)))
+            out = v["cond"] if guidance == 1.0 else flow.cfg_combine(v["cond"], v["uncond"], guidance)
+            return out if swap is None else out + binding * (v["cond"] - v["swap"])
 
         from tqdm import tqdm
 

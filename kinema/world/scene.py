@@ -294,19 +294,39 @@ def check_spin_degrees(degrees, name: str = "spin degrees") -> tuple[float, floa
     return float(degrees[0]), float(degrees[1])
 
 
-def respin(scene: Scene, degrees: tuple[float, float]) -> Scene:
+SPIN_DIRECTIONS = {"counterclockwise": 1.0, "clockwise": -1.0}  # the sign of a Track's angle
+
+
+def check_spin_direction(direction, name: str = "spin direction") -> str | None:
+    """`direction` if it is None or one of SPIN_DIRECTIONS ("both" reads as None), else a ValueError."""
+    if direction is None or direction == "both":
+        return None
+    if direction not in SPIN_DIRECTIONS:
+        raise ValueError(f"{name} must be 'both', {' or '.join(map(repr, SPIN_DIRECTIONS))}, got {direction!r}")
+    return direction
+
+
+def respin(scene: Scene, degrees: tuple[float, float] | None = None, direction: str | None = None) -> Scene:
     """The scene with each spinning object's total turn mapped linearly from spin_range onto
-    `degrees` (sign and per-frame schedule kept; nothing else changes: a spinning object's box
-    is its circumradius, so the layout stays valid). WORLD.md asks only for >= 90 degrees; a
-    training set may want slower turns (docs/default-model.md, session 22)."""
-    lo, hi = check_spin_degrees(degrees)
+    `degrees` (None: kept) and turned the `direction` way ("counterclockwise" or "clockwise";
+    None: the world's own, either). The per-frame schedule is kept and nothing else changes (a
+    spinning object's box is its circumradius, so the layout stays valid). WORLD.md asks only
+    for >= 90 degrees either way; a training set may want slower turns or one way only
+    (docs/default-model.md, sessions 22 and 24)."""
+    lo, hi = check_spin_degrees(degrees) if degrees is not None else (None, None)
+    direction = check_spin_direction(direction)
+    sign = SPIN_DIRECTIONS[direction] if direction else None
     a, b = spin_range(scene.num_frames)
     objects = []
     for o in scene.objects:
         total = o.angle[-1]
         if o.motion == "spinning" and total:
-            u = (abs(total) - a) / (b - a) if b > a else 0.0
-            scale = (lo + u * (hi - lo)) / abs(total)
+            scale = 1.0
+            if lo is not None:
+                u = (abs(total) - a) / (b - a) if b > a else 0.0
+                scale = (lo + u * (hi - lo)) / abs(total)
+            if sign is not None and math.copysign(1.0, total) != sign:
+                scale = -scale
             o = replace(o, angle=tuple(x * scale for x in o.angle))
         objects.append(o)
     return replace(scene, objects=tuple(objects))
