@@ -182,27 +182,24 @@ class KinemaPipeline:
         device = next(self.dit.parameters()).device
         B = len(prompts)
         prompts = self.refine(prompts, refine_prompt)
-        cond, cond_mask = self.text_encoder.encode(prompts)  # (B, L, D), (B, L)
-        uncond, uncond_mask = self.text_encoder.encode([negative_prompt or ""] * B)
         shape = (B, *self.vae.latent_shape(num_frames, height, width))  # (B, C, T', h, w)
         noise = torch.randn(shape, generator=generator).to(device)  # CPU generator: same noise on any device
         tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.cfg.patch_size))
         shift = d.shift or flow.timestep_shift_for(tokens)
-        cond, cond_mask, uncond, uncond_mask = (x.to(device) for x in (cond, cond_mask, uncond, uncond_mask))
-        swapped = [swap_objects(p) for p in prompts] if binding > 0 else []
-        # each prompt's swapped caption, or the prompt itself where there is none (its term is then 0)
-        swap, swap_mask = (self.text_encoder.encode([s or p for s, p in zip(swapped, prompts)])
-                           if any(swapped) else (None, None))
-        if swap is not None:
-            swap, swap_mask = swap.to(device), swap_mask.to(device)
 
-        # the branches one batched forward pass runs: conditional, unconditional unless guidance is 1
-        # (cfg_combine then returns the conditional), swapped where binding guidance applies
-        branches = {"cond": (cond, cond_mask)}
+        def encoded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            states, mask = self.text_encoder.encode(texts)  # (B, L, D), (B, L)
+            return states.to(device), mask.to(device)
+
+        # the branches one batched forward pass runs: the prompts; the empty (or negative) prompt unless
+        # guidance is 1 (cfg_combine then returns the conditional); the prompts with their objects
+        # swapped where binding guidance applies (a prompt with no swap stands in for itself: its term is 0)
+        branches = {"cond": encoded(prompts)}
         if guidance != 1.0:
-            branches["uncond"] = (uncond, uncond_mask)
-        if swap is not None:
-            branches["swap"] = (swap, swap_mask)
+            branches["uncond"] = encoded([negative_prompt or ""] * B)
+        swapped = [swap_objects(p) for p in prompts] if binding > 0 else []
+        if any(swapped):
+            branches["swap"] = encoded([s or p for s, p in zip(swapped, prompts)])
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             n = len(branches)
@@ -210,7 +207,7 @@ class KinemaPipeline:
             v = dict(zip(branches, self.dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts),
                                             torch.cat(masks)).chunk(n)))
             out = v["cond"] if guidance == 1.0 else flow.cfg_combine(v["cond"], v["uncond"], guidance)
-            return out if swap is None else out + binding * (v["cond"] - v["swap"])
+            return out + binding * (v["cond"] - v["swap"]) if "swap" in v else out
 
         from tqdm import tqdm
 
