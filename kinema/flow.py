@@ -60,18 +60,50 @@ def shift_time(t: Tensor, alpha: float) -> Tensor:
     return alpha * t / (1 + (alpha - 1) * t)
 
 
+def unshift_time(t: Tensor, alpha: float) -> Tensor:
+    """The inverse of shift_time: t -> t / (alpha - (alpha - 1) t)."""
+    if alpha == 1.0:
+        return t
+    return t / (alpha - (alpha - 1) * t)
+
+
 def sample_timesteps(batch: int, generator: torch.Generator | None = None, shift: float = 1.0,
-                     mean: float = 0.0, std: float = 1.0, device: torch.device | str | None = None) -> Tensor:
+                     mean: float = 0.0, std: float = 1.0, device: torch.device | str | None = None,
+                     t_range: tuple[float, float] | None = None) -> Tensor:
     """(B,) training times: logit-normal (SD3 sec. 3.1, 'rf/lognorm(0.00, 1.00)'), then shifted.
 
     The logit-normal puts most samples at mid t, where the velocity is hardest to predict, and few
     at the ends, where it is nearly x0 or the noise. Drawn on the generator's device from the
     given generator, so a seeded training run sees the same times.
+
+    t_range = (lo, hi): the same distribution truncated to lo <= t <= hi, drawn exactly by inverting
+    its CDF (a noise-level expert trains on its own range only: eDiff-I, Wan 2.2's high- and low-noise
+    experts). None draws as before, number for number.
     """
     gen_device = generator.device if generator is not None else "cpu"
-    u = torch.randn(batch, generator=generator, device=gen_device) * std + mean
+    if t_range is None:
+        u = torch.randn(batch, generator=generator, device=gen_device) * std + mean
+    else:
+        lo, hi = check_time_range(t_range)
+        ends = unshift_time(torch.tensor([lo, hi], dtype=torch.float64), shift)
+        p_lo, p_hi = torch.special.ndtr((torch.logit(ends) - mean) / std).tolist()  # logit(0) = -inf: p = 0
+        p = p_lo + (p_hi - p_lo) * torch.rand(batch, generator=generator, device=gen_device, dtype=torch.float64)
+        u = (torch.special.ndtri(p) * std + mean).float()
     t = shift_time(torch.sigmoid(u), shift)
+    if t_range is not None:
+        t = t.clamp(*t_range)  # float rounding at the ends
     return t.to(device) if device is not None else t
+
+
+def check_time_range(t_range) -> tuple[float, float]:
+    """(lo, hi) with 0 <= lo < hi <= 1, or a ValueError that says what is wrong."""
+    try:
+        lo, hi = (float(v) for v in t_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"a time range is two numbers [lo, hi], got {t_range!r}") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"a time range needs 0 <= lo < hi <= 1, got [{lo}, {hi}]")
+    return lo, hi
 
 
 def flow_loss(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:

@@ -53,7 +53,8 @@ def from_clips(pipe, prompts, t0s: list[float], batch: int = 20, eta: float | No
         uncond = pipe.text_encoder.encode([""] * len(ps))
         tokens = math.prod(s // q for s, q in zip(z0.shape[2:], pipe.dit.cfg.patch_size))
         shift = d.shift or flow.timestep_shift_for(tokens)
-        velocity = flow.guided_velocity_fn(pipe.dit, cond, uncond, d.guidance_scale)
+        dit = lambda x, t, *c: pipe.denoiser(float(t[0]))(x, t, *c)  # noqa: E731  (a high-noise expert's steps)
+        velocity = flow.guided_velocity_fn(dit, cond, uncond, d.guidance_scale)
         for t0 in t0s:
             fresh = torch.Generator()
             fresh.set_state(after_noise)  # every t0 draws the same fresh noise the pipeline would
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=20, help="prompts a batch (1 with stochastic steps)")
     ap.add_argument("--eta", type=float, help="fresh noise a sampling step (default: the model's; 0 = Euler)")
     ap.add_argument("--threads", type=int)
-    ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--json", help="also write the figures and each failing prompt's failed checks here")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -84,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     videos = from_clips(pipe, prompts, a.t0s, a.batch, a.eta)
     rows = []
     for t0, vs in videos.items():
-        passed = [bool(judge(v, p.text).passed) for v, p in zip(vs, prompts)]
+        verdicts = [judge(v, p.text) for v, p in zip(vs, prompts)]
+        passed = [bool(vd.passed) for vd in verdicts]
         by = {n: [ok for ok, p in zip(passed, prompts) if p.num_objects == n] for n in (1, 2)}
         rows.append({"t0": t0, "adherence": sum(passed) / len(passed),
                      **{f"{n}_object{'s' if n > 1 else ''}": f"{sum(v)}/{len(v)}" for n, v in by.items()}})
         print(json.dumps(rows[-1]), flush=True)
+        rows[-1]["failed"] = {p.id: [f"{c.check}: {c.expected} -> {c.measured}" for c in vd.failed()]
+                              for vd, p in zip(verdicts, prompts) if not vd.passed}
     print(f"{len(prompts)} prompts (ids {TUNE_FIRST}-{TUNE_FIRST + len(prompts) - 1} of shapes-v1-trained), "
           f"{time.perf_counter() - t_start:.0f} s")
     if a.json:

@@ -72,6 +72,16 @@ def skip_blocks(model: torch.nn.Module, skip: set[int]) -> torch.nn.Module:
     return guide
 
 
+def _boundary(value: str) -> float | str | None:
+    """--expert-boundary: a noise level, 'off' (None: the base DiT at every step) or 'model'."""
+    if value in ("off", "model"):
+        return None if value == "off" else value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a noise level in [0, 1] or 'off', got {value!r}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -86,6 +96,8 @@ def main() -> None:
                     help="fresh noise a sampling step (flow.sampler_step): 0 = Euler, 1 = ancestral (default: the model's)")
     ap.add_argument("--binding-guidance", type=float, nargs="+", default=[None],
                     help="h of the pipeline's binding guidance (default: the model's); plain CFG rows only")
+    ap.add_argument("--expert-boundary", type=_boundary, nargs="+", default=["model"], metavar="T|off",
+                    help="noise level from which a model's high-noise expert runs, or 'off' (default: the model's)")
     ap.add_argument("--guide-model", help="a weaker DiT (folder) for --autoguidance")
     ap.add_argument("--guide-skip-blocks", type=int, nargs="+",
                     help="the guide is the model with these blocks skipped (STG-R), for --autoguidance")
@@ -100,6 +112,9 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     pipe = KinemaPipeline.from_pretrained(a.model)
     model = pipe.dit
+    model_boundary = pipe.expert_boundary
+    if a.expert_boundary != ["model"] and pipe.dit_high is None:
+        ap.error("--expert-boundary: the model has no high-noise expert")
     if a.guide_model and a.guide_skip_blocks:
         ap.error("--guide-model and --guide-skip-blocks are two guides; give one")
     guide = load_dit(dit_folder(a.guide_model)).eval() if a.guide_model else None
@@ -109,13 +124,17 @@ def main() -> None:
         ap.error("--autoguidance needs --guide-model or --guide-skip-blocks")
     if a.first < TUNE_FIRST:
         ap.error(f"--first {a.first}: prompts 0-{TUNE_FIRST - 1} are the test's; tune on {TUNE_FIRST} and up")
+    wrapped = a.autoguidance != [1.0] or a.guidance_interval != ["0:1"]
+    if wrapped and pipe.dit_high is not None and (a.expert_boundary != [None]):
+        ap.error("autoguidance and guidance intervals wrap the base DiT only: add --expert-boundary off")
     prompts = suite_prompts(a.suite, a.first + a.prompts)[a.first:]
     rows = []
     intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
     model_binding = pipe.defaults.binding_guidance
-    for g, s, sh, ag, iv, eta, bg in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals, a.eta,
-                                                       a.binding_guidance):
+    for g, s, sh, ag, iv, eta, bg, eb in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals,
+                                                           a.eta, a.binding_guidance, a.expert_boundary):
         pipe.defaults.shift = sh
+        pipe.expert_boundary = model_boundary if eb == "model" else eb
         plain = ag == 1.0 and iv == (0.0, 1.0)
         # the wrappers below read the pipeline's [caption; empty] halves: no binding guidance's third pass
         pipe.defaults.binding_guidance = (model_binding if bg is None else bg) if plain else 0.0
@@ -129,6 +148,7 @@ def main() -> None:
         motion2 = [c for r in run.results if r.prompt.num_objects == 2 for c in r.verdict.checks if c.attribute == "motion"]
         rows.append({"guidance": g, "steps": s, "shift": sh, "eta": run.settings["eta"],
                      "binding_guidance": run.settings["binding_guidance"], **({"autoguidance": ag} if guide else {}),
+                     **({"expert_boundary": pipe.expert_boundary} if pipe.dit_high is not None else {}),
                      **({"interval": list(iv)} if iv != (0.0, 1.0) else {}), "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})

@@ -205,3 +205,39 @@ def test_export_takes_dit_weights_from_a_checkpoint(tmp_path):
     r = run("export", str(model), "--out", str(tmp_path / "y"), "--checkpoint", str(wrong))
     assert r.returncode == 2 and "another DiT" in r.stderr
     assert not (tmp_path / "y").exists() and not (tmp_path / "y.tmp").exists()
+
+
+def test_export_adds_a_high_noise_expert(tmp_path):
+    """--high-noise-expert DIR --expert-boundary T puts DIR's DiT in the folder as dit_high/ (cast with
+    --dtype like the rest); re-exporting keeps it, --expert-boundary alone moves it; an expert
+    without a boundary, a boundary without an expert, or another DiT is a clear error."""
+    from safetensors.torch import load_file
+
+    from kinema.models.dit import DiT, dit_config
+    from kinema.pipelines import KinemaPipeline
+    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    model, cfg = tiny_model_folder(tmp_path)
+    expert = save_pipeline_folder(tmp_path / "expert", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32, PipelineDefaults())
+    out = tmp_path / "two"
+    assert main(["export", str(model), "--out", str(out), "--high-noise-expert", str(expert),
+                 "--expert-boundary", "0.7", "--dtype", "fp16"]) == 0
+    assert {"dit_high/config.json", "dit_high/model.safetensors"} <= {p.relative_to(out).as_posix()
+                                                                     for p in out.rglob("*") if p.is_file()}
+    half = load_file(out / "dit_high" / "model.safetensors")
+    assert all(torch.equal(half[k], v.half()) for k, v in load_file(expert / "dit" / "model.safetensors").items())
+    pipe = KinemaPipeline.from_pretrained(out)
+    assert pipe.expert_boundary == 0.7 and pipe.dit_high is not None
+    assert main(["export", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert KinemaPipeline.from_pretrained(tmp_path / "again").expert_boundary == 0.7
+    assert main(["export", str(out), "--out", str(tmp_path / "moved"), "--expert-boundary", "0.9"]) == 0
+    assert KinemaPipeline.from_pretrained(tmp_path / "moved").expert_boundary == 0.9
+    r = run("export", str(model), "--out", str(tmp_path / "a"), "--high-noise-expert", str(expert))
+    assert r.returncode == 2 and "needs expert_boundary" in r.stderr
+    r = run("export", str(model), "--out", str(tmp_path / "b"), "--expert-boundary", "0.8")
+    assert r.returncode == 2 and "needs a high-noise expert" in r.stderr
+    wide = dit_config("dit-t", hidden_size=48, depth=3, num_heads=2, in_channels=4, text_dim=384)
+    other = save_pipeline_folder(tmp_path / "other", tmp_path / "vae", DiT(wide), wide, "minilm", 32, PipelineDefaults())
+    r = run("export", str(model), "--out", str(tmp_path / "c"), "--high-noise-expert", str(other), "--expert-boundary", "0.8")
+    assert r.returncode == 2 and "another DiT" in r.stderr
+    assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))

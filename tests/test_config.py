@@ -79,3 +79,14 @@ def test_every_shipped_recipe_config_loads(path):
 
     cfg = load_config(VAETrainConfig, str(path)) if path.name.startswith("vae-") else load_dit_train_config(str(path))
     assert cfg.steps > 0 and cfg.out_dir.startswith("runs/")
+
+
+def test_time_range_is_checked_when_the_config_loads():
+    """A noise-level expert's time_range: [lo, hi] with 0 <= lo < hi <= 1, else an error naming the key."""
+    from kinema.train.config import load_dit_train_config
+
+    assert load_dit_train_config(overrides=["time_range=[0.75, 1]"]).time_range == [0.75, 1.0]
+    assert load_dit_train_config().time_range is None
+    for bad in ("[0.8, 0.2]", "[0.5]", "[0, 2]"):
+        with pytest.raises(ConfigError, match="time_range"):
+            load_dit_train_config(overrides=[f"time_range={bad}"])

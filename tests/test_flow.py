@@ -210,3 +210,27 @@ def test_guided_velocity_fn_batches_cond_and_uncond_in_one_call():
     with pytest.raises(ValueError, match="pad both prompts"):
         flow.guided_velocity_fn(model_fn, cond, {"text": torch.randn(B, 7, 8), "text_mask": cond["text_mask"]},
                                 2.0)(x, t)
+
+
+def test_sample_timesteps_in_a_range_is_the_truncated_distribution():
+    """t_range = (lo, hi) draws the shifted logit-normal conditioned on lo <= t <= hi (a noise-level
+    expert's training times): the same quantiles as rejection sampling, inside the range, seeded;
+    no range draws exactly as before."""
+    lo, hi = 0.75, 1.0
+    t = flow.sample_timesteps(100000, torch.Generator().manual_seed(0), shift=3.0, t_range=(lo, hi))
+    assert lo <= t.min() and t.max() <= hi
+    full = flow.sample_timesteps(400000, torch.Generator().manual_seed(1), shift=3.0)
+    kept = full[(full >= lo) & (full <= hi)]
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    torch.testing.assert_close(torch.quantile(t, q), torch.quantile(kept, q), atol=3e-3, rtol=0)
+    mid = flow.sample_timesteps(50000, torch.Generator().manual_seed(2), t_range=(0.2, 0.4))
+    assert 0.2 <= mid.min() and mid.max() <= 0.4 and 0.3 < mid.median() < 0.32  # the density rises toward 0.5
+    a = flow.sample_timesteps(8, torch.Generator().manual_seed(3), shift=3.0, t_range=(lo, hi))
+    assert torch.equal(a, flow.sample_timesteps(8, torch.Generator().manual_seed(3), shift=3.0, t_range=(lo, hi)))
+    g = torch.Generator().manual_seed(4)
+    plain = flow.shift_time(torch.sigmoid(torch.randn(8, generator=g)), 3.0)
+    assert torch.equal(plain, flow.sample_timesteps(8, torch.Generator().manual_seed(4), shift=3.0))
+    torch.testing.assert_close(flow.unshift_time(flow.shift_time(q, 3.0), 3.0), q)
+    for bad in ((0.5, 0.5), (0.9, 0.1), (-0.1, 1.0), (0.0, 1.2), (0.5,), "ab"):
+        with pytest.raises(ValueError, match="time range"):
+            flow.sample_timesteps(2, t_range=bad)

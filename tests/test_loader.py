@@ -226,6 +226,9 @@ def test_motion_repeats_weight_the_pool_by_motion():
     (dict(spin_degrees=[110]), "90 < lo <= hi"),
     (dict(source="csv", csv="m.csv", spin_direction="clockwise"), "needs source = 'world'"),
     (dict(spin_direction="cw"), "data.spin_direction must be"),
+    (dict(min_gap=0.03), "needs source = 'world', num_clips and exactly one bucket"),
+    (dict(num_clips=8, buckets=[(17, 64, 64), (9, 64, 64)], min_gap=0.03), "exactly one bucket"),
+    (dict(num_clips=8, min_gap=0.6), r"in \[0, 0.5\)"),
 ])
 def test_world_pool_option_errors(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -293,3 +296,23 @@ def test_config_tables_are_typed():
 def test_object_count_repeats_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         DataConfig(**bad)
+
+
+def test_min_gap_leaves_out_the_two_object_clips_whose_objects_come_close():
+    """data.min_gap: the pool keeps the one-object clips and the two-object ones whose objects stay
+    that far apart (circumcircles, in every frame); the clips kept, their keys and captions are as before."""
+    from kinema.data.loader import clip_seed
+    from kinema.world.scene import closest_approach, sample_scene
+
+    cfg = dict(num_clips=60, caption="text", seed=4, buckets=[(17, 64, 64)], object_count_repeats=[1, 2])
+    plain, apart = VideoBatches(DataConfig(**cfg), 1), VideoBatches(DataConfig(**cfg, min_gap=0.05), 1)
+    near = {i for i in range(60) if closest_approach(sample_scene(clip_seed(4, i), 64, 64, 17)) < 0.05 * 64}
+    assert 0 < len(near) < 30  # some two-object clips come that close, not all
+    assert sorted(apart._pool) == sorted(i for i in plain._pool if i not in near)
+    assert all(len(sample_scene(clip_seed(4, i), 64, 64, 17).objects) == 2 for i in near)  # one object: inf
+    i = apart._pool[0]
+    assert apart.pool_key(i) == plain.pool_key(i)  # the same clip: its cached latent serves
+    seen = {apart.batch(s)["keys"][0][1] for s in range(len(apart._pool))}
+    assert seen == {clip_seed(4, i) for i in apart._pool}
+    with pytest.raises(ValueError, match="leaves no clip"):
+        VideoBatches(DataConfig(**{**cfg, "object_count_repeats": [0, 1]}, min_gap=0.45), 1)

@@ -1,5 +1,7 @@
 """`kinema train dit`: a tiny run end to end, kill + resume, DDP under torchrun, the exported model,
 KinemaPipeline and `kinema generate`."""
+import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -256,7 +258,6 @@ def test_latent_cache_files_are_checked(tmp_path, vae_dir):
 def test_latent_cache_fingerprint_ignores_default_valued_fields(vae_dir):
     """A config field at its default (as one added later is, in folders saved before it) does not
     change the fingerprint; a field that differs from the default does."""
-    import dataclasses
 
     from kinema.train.latent_cache import config_identity, encoder_fingerprint
 
@@ -307,6 +308,18 @@ def test_the_training_shift_is_not_a_sampling_default(tmp_path, vae_dir):
     assert sampling_defaults(load_dit_train_config(cfg)).num_inference_steps == 3  # the config's sample_steps
 
 
+def test_a_time_range_run_trains_at_those_noise_levels_only(tmp_path, vae_dir, monkeypatch):
+    """time_range = [lo, hi] (a high-noise expert's run): every training time lies in it."""
+    import kinema.train.dit as train_module
+
+    drawn, sample = [], train_module.flow.sample_timesteps
+    monkeypatch.setattr(train_module.flow, "sample_timesteps", lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1])
+    train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "high", steps=2),
+                                    ["time_range=[0.75, 1.0]", "timestep_shift=3.0"]), progress=False)
+    t = torch.cat(drawn)
+    assert len(t) == 2 * 4 and 0.75 <= t.min() and t.max() <= 1.0
+
+
 @pytest.fixture(scope="module")
 def pipe(trained):
     return KinemaPipeline.from_pretrained(trained[0] / "full" / "model")
@@ -326,7 +339,6 @@ def test_pipeline_same_seed_same_video(pipe):
 @pytest.fixture(scope="module")
 def strong(pipe):
     """The tiny pipeline with its DiT's weights perturbed, so its text path is not ~zero."""
-    import copy
 
     dit = copy.deepcopy(pipe.dit)
     torch.manual_seed(0)
@@ -347,10 +359,48 @@ def test_negative_prompt_and_guidance_are_used(strong):
     assert np.array_equal(run(guidance_scale=1.0), run(guidance_scale=1.0, negative_prompt="a blue square"))
 
 
+def test_high_noise_expert_runs_the_steps_at_and_above_its_boundary(pipe, strong, monkeypatch, tmp_path):
+    """With a high-noise expert (dit_high) and a boundary b, the steps at t >= b run the expert and
+    the others the base DiT; no boundary runs the base alone, bit for bit; the expert and its boundary
+    survive save_pretrained / from_pretrained; a mismatched expert or a boundary without one is an error."""
+    seen = []
+    for name, model in (("base", pipe.dit), ("expert", strong.dit)):
+        forward = model.forward
+        monkeypatch.setattr(model, "forward", lambda x, t, *a, _f=forward, _n=name: seen.append((_n, round(float(t[0]), 4)))
+                            or _f(x, t, *a))
+
+    def run(p):
+        seen.clear()
+        return p("a red ball", generator=torch.Generator().manual_seed(0), progress=False, num_inference_steps=5,
+                 eta=0.0).frames[0]
+    uniform = dataclasses.replace(pipe.defaults, shift=1.0)  # times 1, .8, .6, .4, .2
+    two = KinemaPipeline(pipe.vae, pipe.dit, pipe.text_encoder, uniform, dit_high=strong.dit, expert_boundary=0.6)
+    mixed = run(two)
+    assert seen == [("expert", 1.0), ("expert", 0.8), ("expert", 0.6), ("base", 0.4), ("base", 0.2)]  # guidance batched
+    two.expert_boundary = None
+    off = run(two)
+    assert {n for n, _ in seen} == {"base"}
+    base = KinemaPipeline(pipe.vae, pipe.dit, pipe.text_encoder, uniform)
+    assert np.array_equal(off, run(base)) and not np.array_equal(off, mixed)
+    two.expert_boundary = 0.6
+    two.save_pretrained(tmp_path / "two")
+    back = KinemaPipeline.from_pretrained(tmp_path / "two")
+    assert back.expert_boundary == 0.6 and json.loads((tmp_path / "two" / "model_index.json").read_text())["dit_high"] == "dit_high"
+    torch.testing.assert_close(back.dit_high.state_dict(), strong.dit.state_dict())
+    assert np.array_equal(run(back), mixed)
+    with pytest.raises(ValueError, match="needs a high-noise expert"):
+        base.expert_boundary = 0.5
+    with pytest.raises(ValueError, match=r"noise level in \[0, 1\]"):
+        two.expert_boundary = 1.5
+    other = copy.deepcopy(strong.dit)
+    other.cfg = dataclasses.replace(other.cfg, depth=other.cfg.depth + 1)
+    with pytest.raises(ValueError, match="same DiT"):
+        KinemaPipeline(pipe.vae, pipe.dit, pipe.text_encoder, dit_high=other)
+
+
 def test_binding_guidance_steers_two_object_prompts_only(strong, monkeypatch):
     """binding_guidance h adds h (v(prompt) - v(objects swapped)): a third DiT pass on the swapped
     caption for a two-object prompt, nothing for a one-object one; 0 (the default) is the plain pipeline."""
-    import dataclasses
 
     two, one = "a red ball moving left while a blue square spins", "a red ball moving left"
     encoded, batches = [], []
@@ -381,7 +431,6 @@ def test_binding_guidance_steers_two_object_prompts_only(strong, monkeypatch):
 def test_stochastic_sampling_follows_the_seed_and_the_model_default(pipe):
     """eta > 0 draws fresh noise from the call's generator: the same seed gives the same video, and
     a model folder's default eta is what a call without one uses."""
-    import dataclasses
 
     def run(p=pipe, **kw):
         return p("a red ball moving right", generator=torch.Generator().manual_seed(3), output_type="uint8",

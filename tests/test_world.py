@@ -247,3 +247,22 @@ def test_respin_turns_every_spin_one_way(direction, sign):
 def test_respin_keeps_the_worlds_definition(bad):
     with pytest.raises(ValueError, match="90 < lo <= hi"):
         make_clip(3, spin_degrees=bad)
+
+
+def test_closest_approach_measures_the_gap_between_the_objects():
+    """kinema.world.closest_approach: the smallest circumcircle-to-circumcircle distance over the
+    frames, in pixels; inf for one object; negative when the circles overlap (the shapes stay apart)."""
+    import math
+
+    from kinema.world.scene import circumradius, closest_approach
+
+    one = next(sample_scene(s) for s in range(50) if len(sample_scene(s).objects) == 1)
+    assert closest_approach(one) == math.inf
+    twos = [sample_scene(s, num_objects=2) for s in range(40)]
+    gaps = [closest_approach(sc) for sc in twos]
+    assert min(gaps) < 0 < max(gaps)  # the world lets circumcircles overlap, never the shapes (much)
+    sc = twos[0]
+    a, b = sc.objects
+    by_frame = [math.dist(pa, pb) - circumradius(a.shape, ea) - circumradius(b.shape, eb)
+                for pa, pb, ea, eb in zip(a.centroid, b.centroid, a.extent, b.extent)]
+    assert gaps[0] == pytest.approx(min(by_frame))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..world import clip_captions, make_clip
-from ..world.scene import check_spin_degrees, check_spin_direction, num_objects_of, sample_scene
+from ..world.scene import check_spin_degrees, check_spin_direction, closest_approach, num_objects_of, sample_scene
 from ..world.vocab import HELD_OUT_WORDS, MOTIONS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed, worker_pool
@@ -46,6 +46,10 @@ class DataConfig:
     # world: "counterclockwise" or "clockwise": every spinning object turns that way (WORLD.md's
     # captions name no direction; the world draws either). "both" = the world's own
     spin_direction: Literal["both", "counterclockwise", "clockwise"] = "both"
+    # world pool: leave out two-object clips whose objects come nearer than this fraction of the
+    # shorter side (circumcircle to circumcircle, kinema.world.closest_approach), so the model learns
+    # layouts that keep them apart; the clips kept are unchanged. Needs one bucket. None = every clip
+    min_gap: float | None = None
     caption: Literal["text", "short_text", "both"] = "both"  # both: each sample draws one
     exclude_words: list[str] = field(default_factory=list)  # held-out wording, never trained on
     hold_out_wording: bool = False  # world: also exclude vocab.HELD_OUT_WORDS (the default model's list)
@@ -84,6 +88,13 @@ class DataConfig:
             check_spin_degrees(self.spin_degrees, "data.spin_degrees")
         if check_spin_direction(self.spin_direction, "data.spin_direction") and self.source != "world":
             raise ValueError("data.spin_direction changes world clips: it needs source = 'world'")
+        if self.min_gap is not None:
+            if self.source != "world" or self.num_clips is None or len(self.buckets) != 1:
+                raise ValueError("data.min_gap filters a world pool: it needs source = 'world', num_clips "
+                                 "and exactly one bucket")
+            if not 0.0 <= self.min_gap < 0.5:
+                raise ValueError(f"data.min_gap is a fraction of the canvas's shorter side in [0, 0.5), "
+                                 f"got {self.min_gap}")
         if self.motion_repeats is not None:
             if self.source != "world" or self.num_clips is None or len(self.buckets) != 1:
                 raise ValueError("data.motion_repeats weights a world pool: it needs source = 'world', "
@@ -154,7 +165,7 @@ class VideoBatches:
         self.cfg, self.batch_size, self.rank, self.world_size = cfg, batch_size, rank, world_size
         self.by_bucket: list[list[VideoRecord]] = []
         self._texts: dict[tuple, tuple[str, str]] = {}  # world pool key -> (caption, short caption)
-        self._motions_of: dict[tuple, tuple[str, ...]] = {}  # world pool key -> its objects' motions
+        self._scene_facts: dict[tuple, tuple[tuple[str, ...], float]] = {}  # pool key -> (motions, closest approach)
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
         self._workers = None  # data.workers > 0: the process pool, started by the first batch
@@ -170,6 +181,12 @@ class VideoBatches:
                               for _ in range(reps[num_objects_of(clip_seed(cfg.seed, i)) - 1])]
                 if not self._pool:
                     raise ValueError(f"data.object_count_repeats={reps} leaves no clip of the pool")
+            if cfg.min_gap:
+                f, h, w = cfg.buckets[0]
+                gap = cfg.min_gap * min(h, w)
+                self._pool = [i for i in self._pool if self._facts(("world", clip_seed(cfg.seed, i), f, h, w))[1] >= gap]
+                if not self._pool:
+                    raise ValueError(f"data.min_gap={cfg.min_gap} leaves no clip of the pool")
             if cfg.motion_repeats:
                 self._pool = self._weight_by_motion(self._pool)
         if cfg.source == "csv":
@@ -198,12 +215,18 @@ class VideoBatches:
         return key
 
     def _motions(self, key: tuple) -> tuple[str, ...]:
-        """The motions of the pool clip ("world", seed, f, h, w)'s objects, from its scene (drawn,
-        not rendered: ~4 ms a clip), once a clip: motion_repeats and the spin settings read them."""
-        if key not in self._motions_of:
+        """The motions of the pool clip ("world", seed, f, h, w)'s objects: motion_repeats and the
+        spin settings read them."""
+        return self._facts(key)[0]
+
+    def _facts(self, key: tuple) -> tuple[tuple[str, ...], float]:
+        """(its objects' motions, how near they come in pixels) of the pool clip ("world", seed, f,
+        h, w), from its scene (drawn, not rendered: ~5 ms a clip), once a clip."""
+        if key not in self._scene_facts:
             _, seed, f, h, w = key[:5]
-            self._motions_of[key] = tuple(o.motion for o in sample_scene(seed, w, h, f, self.cfg.fps).objects)
-        return self._motions_of[key]
+            scene = sample_scene(seed, w, h, f, self.cfg.fps)
+            self._scene_facts[key] = tuple(o.motion for o in scene.objects), closest_approach(scene)
+        return self._scene_facts[key]
 
     def _assign_csv_buckets(self, records: list[VideoRecord]) -> None:
         """Each video goes to the bucket closest to its aspect ratio that it has frames for."""

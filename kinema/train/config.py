@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .. import flow
 from ..config import ConfigError, apply_overrides, from_dict, merge, read_toml
 from ..data.loader import DataConfig
 from ..models.dit import PRESETS, DiTConfig
@@ -42,6 +43,9 @@ class DiTTrainConfig:
     # training times: logit-normal, then shifted by this (> 1: more at high noise); None: from the token
     # count (SD3 / Open-Sora 2.0)
     timestep_shift: float | None = None
+    # [lo, hi]: training times drawn from that distribution truncated to lo <= t <= hi, for a noise-level
+    # expert (kinema export --high-noise-expert; docs/default-model.md); None: all of [0, 1]
+    time_range: list[float] | None = None
     sample_shift: float | None = None  # the exported model's sampling shift (and the previews'); None: token count
     cache_latents: bool = True  # keep each clip's latent after its first encode (fixed pools)
     latent_cache_dir: str | None = None  # also keep them on disk, across resumes and runs (train/latent_cache.py)
@@ -65,6 +69,11 @@ class DiTTrainConfig:
     grounding_weight: float = 0.0
 
     def __post_init__(self):
+        if self.time_range is not None:
+            try:
+                self.time_range = list(flow.check_time_range(self.time_range))
+            except ValueError as e:
+                raise ConfigError(f"time_range: {e}") from None
         if not 0.0 <= self.mix_share <= 1.0:
             raise ConfigError(f"mix_share must be in [0, 1], got {self.mix_share}")
         if self.grounding_weight < 0:

@@ -187,7 +187,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             shift = cfg.timestep_shift or flow.timestep_shift_for(tokens)
             noise = torch.stack([torch.randn(x0.shape[1:], generator=sample_generator(cfg.seed, step, g, "noise"))
                                  for g in batch["index"]]).to(d.device)
-            t = torch.cat([flow.sample_timesteps(1, sample_generator(cfg.seed, step, g, "t"), shift=shift)
+            t = torch.cat([flow.sample_timesteps(1, sample_generator(cfg.seed, step, g, "t"), shift=shift,
+                                                 t_range=cfg.time_range)
                            for g in batch["index"]]).to(d.device)
             xt = flow.interpolate(x0, noise, t)
             for group in opt.param_groups:

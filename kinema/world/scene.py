@@ -9,6 +9,7 @@ Angles are degrees; extents are the diameter (circle), side (square) or base = h
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, replace
@@ -261,6 +262,18 @@ def _overlap_fraction(a: Track, b: Track, W: int, H: int) -> float:
 
 
 MAX_OVERLAP = 0.02  # we keep well under WORLD.md's 10% so every object stays measurable
+
+
+def closest_approach(scene: Scene) -> float:
+    """How near a scene's two objects come, in pixels: the smallest distance between their
+    circumcircles over the frames (negative: the circles overlap, the shapes may not); inf with
+    one object. A training pool may leave out scenes whose objects pass close (data.min_gap): the
+    model's two-object videos fail most where their objects come close (docs/default-model.md)."""
+    best = math.inf
+    for a, b in itertools.combinations(scene.objects, 2):
+        for (ax, ay), (bx, by), ea, eb in zip(a.centroid, b.centroid, a.extent, b.extent):
+            best = min(best, math.hypot(ax - bx, ay - by) - circumradius(a.shape, ea) - circumradius(b.shape, eb))
+    return best
 
 
 def _draw_background(rng: _Rng) -> str:
