@@ -182,9 +182,8 @@ class VideoBatches:
                 if not self._pool:
                     raise ValueError(f"data.object_count_repeats={reps} leaves no clip of the pool")
             if cfg.min_gap:
-                f, h, w = cfg.buckets[0]
-                gap = cfg.min_gap * min(h, w)
-                self._pool = [i for i in self._pool if self._facts(("world", clip_seed(cfg.seed, i), f, h, w))[1] >= gap]
+                gap = cfg.min_gap * min(cfg.buckets[0][1:])
+                self._pool = [i for i in self._pool if self._pool_facts(i)[1] >= gap]
                 if not self._pool:
                     raise ValueError(f"data.min_gap={cfg.min_gap} leaves no clip of the pool")
             if cfg.motion_repeats:
@@ -195,10 +194,9 @@ class VideoBatches:
     def _weight_by_motion(self, pool: list[int]) -> list[int]:
         """The pool with each clip repeated motion_repeats[m] times more for the largest such
         factor among its objects' motions m (scenes drawn, not rendered: ~4 ms a clip)."""
-        f, h, w = self.cfg.buckets[0]
         factor: dict[int, int] = {}
         for i in dict.fromkeys(pool):
-            motions = self._motions(("world", clip_seed(self.cfg.seed, i), f, h, w))
+            motions = self._pool_facts(i)[0]
             factor[i] = max((self.cfg.motion_repeats.get(m, 1) for m in motions), default=1)
         return [i for i in pool for _ in range(factor[i])]
 
@@ -218,6 +216,10 @@ class VideoBatches:
         """The motions of the pool clip ("world", seed, f, h, w)'s objects: motion_repeats and the
         spin settings read them."""
         return self._facts(key)[0]
+
+    def _pool_facts(self, index: int) -> tuple[tuple[str, ...], float]:
+        """_facts of pool clip `index` in the one bucket (motion_repeats and min_gap need one)."""
+        return self._facts(("world", clip_seed(self.cfg.seed, index), *self.cfg.buckets[0]))
 
     def _facts(self, key: tuple) -> tuple[tuple[str, ...], float]:
         """(its objects' motions, how near they come in pixels) of the pool clip ("world", seed, f,

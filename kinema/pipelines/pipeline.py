@@ -98,8 +98,7 @@ class KinemaPipeline:
         if value is not None:
             if self.dit_high is None:
                 raise ValueError("expert_boundary needs a high-noise expert (a model folder with dit_high/)")
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"expert_boundary is a noise level in [0, 1], got {value}")
+            check_expert_boundary(value)
         self._expert_boundary = value
 
     def denoiser(self, t: float) -> DiT:
@@ -276,11 +275,23 @@ def dit_folder(folder: str | Path) -> Path:
     return folder / "dit" if (folder / "dit").is_dir() else folder
 
 
+def dit_config_of(folder: Path) -> DiTConfig:
+    """The DiTConfig of a part folder written by `save_dit` (fields it predates at their defaults)."""
+    return from_dict(DiTConfig, json.loads((folder / CONFIG_NAME).read_text()))
+
+
 def load_dit(folder: Path) -> DiT:
     """The DiT of a part folder written by `save_dit` (on the CPU)."""
-    dit = DiT(from_dict(DiTConfig, json.loads((folder / CONFIG_NAME).read_text())))
+    dit = DiT(dit_config_of(folder))
     dit.load_state_dict(load_file(folder / WEIGHTS_NAME))
     return dit
+
+
+def check_expert_boundary(value: float) -> float:
+    """A high-noise expert's boundary: a noise level in [0, 1], or a ValueError."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"expert_boundary is a noise level in [0, 1], got {value}")
+    return value
 
 
 def _copy_part(src: Path, dst: Path) -> None:
@@ -372,15 +383,13 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
     if expert_boundary is not None:
         if expert_src is None:
             raise ValueError("expert_boundary needs a high-noise expert: pass high_noise_expert")
-        if not 0.0 <= expert_boundary <= 1.0:
-            raise ValueError(f"expert_boundary is a noise level in [0, 1], got {expert_boundary}")
-        index["expert_boundary"] = expert_boundary
+        index["expert_boundary"] = check_expert_boundary(expert_boundary)
     elif high_noise_expert is not None:
         raise ValueError("a high-noise expert needs expert_boundary: the noise level t from which it runs")
     if expert_src is not None:
         if not (expert_src / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"no DiT at '{expert_src}' (no {CONFIG_NAME})")
-        if json.loads((expert_src / CONFIG_NAME).read_text()) != json.loads((src / index["dit"] / CONFIG_NAME).read_text()):
+        if dit_config_of(expert_src) != dit_config_of(src / index["dit"]):
             raise ValueError(f"the high-noise expert '{expert_src}' is another DiT than the model's (config "
                              "differs): it must be the same DiT trained on at high noise")
         index["dit_high"] = "dit_high"
