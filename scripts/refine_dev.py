@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                     "session 20)")
     ap.add_argument("--kin-min-restored", type=float, help="the restored share a WordNet kin must reach "
                     "(default: the refiner's own)")
+    ap.add_argument("--gloss-senses", type=int, help="words WordNet's definitions name count from each part of "
+                    "speech's first N senses; 0: none (default: the refiner's own)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     shipped = KinemaPipeline.from_pretrained(a.model).refiner  # the model's own encoder, length and rule
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                                 shipped.min_restored, shipped.shortlist,
                                 lexicon=None if a.no_lexicon else shipped.lexicon,
                                 kin_min_restored=shipped.kin_min_restored if a.kin_min_restored is None
-                                else a.kin_min_restored, pairs=None if a.no_slot else shipped.pairs)
+                                else a.kin_min_restored, pairs=None if a.no_slot else shipped.pairs,
+                                gloss_senses=shipped.gloss_senses if a.gloss_senses is None else a.gloss_senses)
         tally, tos = Counter(), Counter()
         for text in dev_prompts(word, a.captions):
             r = refiner(text)

@@ -307,6 +307,10 @@ def test_refine_dev_leaves_one_trained_word_out_and_judges_rewrites_by_the_parse
     for flags, expected in (([], ("left", "right")), (["--no-lexicon"], ("rightward", "wrong"))):
         assert refine_dev.main([str(shipped), "--captions", "2", "--words", "leftward", "--json", str(out)] + flags) == 0
         assert [(r["to"], r["outcome"]) for r in json.loads(out.read_text())] == [expected] * 2
+    # a word WordNet's first definition names ("a very small circular shape"): dot -> circle; not with 0 senses
+    for flags, expected in (([], ("circle", "right")), (["--gloss-senses", "0"], (None, "kept"))):
+        assert refine_dev.main([str(shipped), "--captions", "2", "--words", "dot", "--json", str(out)] + flags) == 0
+        assert [(r["to"], r["outcome"]) for r in json.loads(out.read_text())] == [expected] * 2
     with pytest.raises(SystemExit):
         refine_dev.main([str(shipped), "--words", "disc"])
 

@@ -11,14 +11,19 @@ SYNSETS = {
           ("big", ["big", "large"], [("!", "small", 1, 1)], "above average in size"),
           ("tiny", ["tiny"], [("&", "small", 0, 0)], "very small"),
           ("left", ["left"], [("!", "right", 1, 1)], "on the west when facing north"),
-          ("right", ["right"], [("!", "left", 1, 1)], "on the east when facing north")],
+          ("right", ["right"], [("!", "left", 1, 1)], "on the east when facing north"),
+          ("circular", ["circular", "round"], [("+", "circle", 1, 1)], "having a round shape")],
     "v": [("rotate", ["rotate", "revolve"], [("~", "spin", 0, 0)], "turn on an axis"),
           ("spin", ["spin"], [("@", "rotate", 0, 0)], "revolve quickly"),
           ("run", ["run"], [], "move fast on foot"),
           ("shrink", ["shrink", "contract"], [], "become smaller"),
           ("catch", ["contract", "get"], [], "fall ill with")],
     "n": [("disc", ["disc", "disk"], [("@", "circle", 0, 0)], "a flat round shape"),
-          ("circle", ["circle"], [("~", "disc", 0, 0)], "a round plane figure")],
+          ("circle", ["circle"], [("~", "disc", 0, 0)], "a round plane figure"),
+          ("dot", ["dot"], [], 'a very small circular shape; "a dot of paint"'),
+          ("box", ["box"], [], "a container; may have a lid"),
+          ("box-area", ["box"], [], "an area of a ball field"),
+          ("ball", ["ball"], [], "a round object")],
     "r": [],
 }
 EXCEPTIONS = {"verb": ["ran run", "spinning spin"]}
@@ -100,6 +105,16 @@ def test_related_names_the_kinship_and_never_opposites_or_the_same_word(lex):
     assert lex.related("small", "big") is None and lex.related("tiny", "big") is None
     assert lex.related("spins", "spinning") is None and lex.same_word("spins", "spinning")
     assert lex.related("disc", "zebra") is None and not lex.same_word("spin", "spin")
+
+
+def test_glossed_reads_definitions_and_the_nouns_their_adjectives_derive_from(lex):
+    """dot: "a very small circular shape" names small, and circle through circular's '+' pointer;
+    the quoted example and stop words count for nothing."""
+    assert lex.glossed("dot") == {"small", "circular", "circle"}
+    assert lex.defined_by("dot", "circle") and lex.defined_by("dot", "circles") and not lex.defined_by("dot", "paint")
+    assert lex.glossed("box") == {"ball"}  # of "container", "lid", "area", "field", this WordNet knows none
+    assert lex.defined_by("box", "ball") and not lex.defined_by("box", "ball", senses=1)  # box's second sense
+    assert lex.glossed("box", senses=0) == set() and not lex.defined_by("small", "small")
 
 
 def test_find_takes_the_environment_variable_first(tmp_path, monkeypatch):

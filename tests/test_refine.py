@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kinema.text import TextEncoder, load_text_encoder
-from kinema.text.refine import (MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_pairs, caption_tables,
+from kinema.text.refine import (END, MIN_RESTORED, VOCAB_FILE, PromptRefiner, caption_pairs, caption_tables,
                                 caption_words, load_pairs, load_tables, load_vocabulary, save_vocabulary)
 
 
@@ -201,6 +201,27 @@ def test_a_kin_that_fits_replaces_the_word_whatever_its_share(lexicon):
     # a kin that does not fit is held to the share rule: "circle" never came after "a"
     assert not PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon,
                              pairs=caption_pairs(["a red", "red circle"]))("a disc").changed
+
+
+def test_a_word_its_definition_names_replaces_it_only_where_it_fits(lexicon):
+    """WordNet defines "dot" as "a very small circular shape": circle (by circular's derivation)
+    replaces it where training wrote "red circle", whatever the encoder rates it; without word
+    pairs the definition says nothing, and only each part of speech's first `gloss_senses` senses
+    count ("box"'s second sense, "an area of a ball field", never makes it "ball")."""
+    vectors = {**VECTORS, "dot": [0, 0.6, 0, 0, 0.8], "circle": [0, 0.6, 0, 0, -0.8], "box": [0, 0.9, 0, 0, 0.4]}
+    vocab = Counter({"a": 1, "red": 1, "circle": 1, "ball": 1})
+    pairs = caption_pairs(["a red circle", "a red ball"])
+    refiner = PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon, pairs=pairs)
+    assert refiner.options("dot", ("red", END)) == (["circle"], -math.inf)
+    out = refiner("a red dot")
+    assert out.text == "a red circle" and out.changes[0][2] < 0
+    assert PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon)("a red dot").text == "a red ball"  # encoder's
+    assert refiner.options("dot", ("a", END))[0] != ["circle"]  # "a circle" was never written
+    assert refiner.gloss_senses == 1 and refiner.options("box", ("red", END))[1] == MIN_RESTORED  # the encoder's rule
+    every_sense = PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon, pairs=pairs, gloss_senses=2)
+    assert every_sense.options("box", ("red", END)) == (["ball"], -math.inf)
+    assert PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon, pairs=pairs, gloss_senses=0)(
+        "a red dot").text == "a red ball"
 
 
 def test_the_shipped_folder_keeps_its_word_pairs_and_the_slot_reads_contracts_as_shrinks(minilm):

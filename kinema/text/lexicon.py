@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,10 @@ ENDINGS = ("ing", "ed", "est", "er", "s")  # an irregular form's ending, as read
 # How close two synsets are, by the pointer that joins them (wndb(5)'s pointer symbols). Synonyms
 # share a synset; '&' joins an adjective satellite to its head (tiny -> small), '$' verbs of one
 # group, '^' "see also"; '@'/'~' one step up or down the hypernym tree (spin -> rotate).
+# Words a definition uses that say nothing of what it defines (`Lexicon.glossed` skips them)
+GLOSS_STOPWORDS = frozenset(
+    "a an the of or and in on to with as is are by for that which from at it its be one any "
+    "something someone usually especially often be being been have having get make".split())
 KIN = {"&": "similar", "$": "similar", "^": "see-also", "@": "hypernym", "@i": "hypernym",
        "~": "hyponym", "~i": "hyponym"}
 
@@ -214,6 +219,53 @@ class Lexicon:
                     if best is None or rank[kind] < rank[best]:
                         best = kind
         return best
+
+    @lru_cache(maxsize=None)
+    def glossed(self, word: str, senses: int | None = None) -> frozenset[str]:
+        """What WordNet defines `word` by: the base forms of the content words in the definitions of
+        its senses (a gloss up to its first quoted example, `GLOSS_STOPWORDS` left out), with the
+        nouns an adjective there is derived from ('+' pointers: circular -> circle). block: "a
+        three-dimensional shape with six square or rectangular sides" -> {shape, square, side,
+        rectangle, ...}. `senses`: only each part of speech's first (most frequent) senses."""
+        out: set[str] = set()
+        for (base, pos) in self.lemmas(word):
+            for o in self.index(pos)[base][:senses]:
+                out |= self._defined_with(self.synset(pos, o))
+        return frozenset(out - self.bases(word))
+
+    def _defined_with(self, s: Synset) -> set[str]:
+        """The base forms of the content words of `s`'s definition, with the nouns its adjectives
+        derive from."""
+        out: set[str] = set()
+        definition = s.gloss.split('"')[0]  # the definition; quoted examples follow
+        for token in re.findall(r"[a-z]+(?:-[a-z]+)*", definition.lower()):
+            if token in GLOSS_STOPWORDS:
+                continue
+            for base, pos in self.lemmas(token):
+                out.add(base)
+                if pos == "a":
+                    out.update(self._derived_nouns(base))
+        return out
+
+    def _derived_nouns(self, adjective: str) -> set[str]:
+        """The nouns WordNet links to `adjective` as its derivationally related forms."""
+        out = set()
+        for o in self.index("a").get(adjective, ()):
+            s = self.synset("a", o)
+            mine = s.words.index(adjective) + 1 if adjective in s.words else None
+            for sym, to, p, src, dst in s.pointers:
+                if sym == "+" and p == "n" and src in (0, mine):
+                    t = self.synset(p, to)
+                    out.update(t.words if dst == 0 else (t.words[dst - 1],))
+        return out
+
+    def defined_by(self, word: str, other: str, senses: int | None = None) -> bool:
+        """Whether one of WordNet's definitions of `word` names `other` (`glossed`; block ->
+        square, dot -> circle by 'circular'), neither a form of it nor its opposite. Looser than
+        `related`: the refiner takes it only where training wrote `other` in the word's slot."""
+        theirs = self.bases(other)
+        return bool(theirs & self.glossed(word, senses)) and not self.same_word(word, other) \
+            and not self.opposed(word, other)
 
 
 _FOUND: dict[Path, Lexicon] = {}
