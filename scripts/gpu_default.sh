@@ -17,8 +17,9 @@
 #    packed with the logs into OUT_DIR/models.tar.part-* (15 MB pieces: the device tool returns files
 #    of at most 16 MiB). Join with `cat models.tar.part-* | tar x`.
 #
-# Environment: CONFIGS="configs/x.toml ..." (the runs; default: default-gpu-refiner and default-p1, which
-# start from the shipped v7 and keep its text refiner; session 10 ran default-gpu and default-gpu-deep from v5; each
+# Environment: CONFIGS="configs/x.toml ..." (the runs; default: default-gpu-wide, the current recipe
+# (v11's data rules) at batch 256 over a 48,000-clip pool, from the shipped model; session 10 ran default-gpu
+# and default-gpu-deep from v5, default-gpu-refiner and default-p1 were written for v7; each
 # exports as the basename of its out_dir), SET="k=v ..." (more
 # config overrides for every command, e.g. SET="init_from=runs/x/model optim.lr=2e-4" to train on),
 # AHEAD=1 (0: no step 2; the runs render their first epoch themselves with data.workers),
@@ -30,10 +31,10 @@ OUTD=${2:-${OUT:-runs/gpu-out}}  # gets summary.txt and models.tar.part-* only (
 LOGS=/tmp/gpu-logs
 rm -rf "$LOGS" && mkdir -p "$OUTD" "$LOGS"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-read -r -a CFGS <<< "${CONFIGS:-configs/default-gpu-refiner.toml configs/default-p1.toml}"
+read -r -a CFGS <<< "${CONFIGS:-configs/default-gpu-wide.toml}"
 N=${#CFGS[@]}
 # config overrides for every command. There is no runs/ on the lent machine: start from the shipped
-# model (session 10: v5, which this made into v6; now v7) and encode with its autoencoder
+# model (session 10: v5, which this made into v6; now v11) and encode with its autoencoder
 KV=(threads=2 init_from=kinema/weights/default vae=kinema/weights/default/vae ${SET:-})
 CAL_STEPS=${CAL_STEPS:-60}; CAL_CLIPS=${CAL_CLIPS:-2048}; FIRST_EPOCH_S=${FIRST_EPOCH_S:-60}; LATENT_WORKERS=14
 if [ "${SMOKE:-0}" = 1 ]; then

@@ -241,3 +241,34 @@ def test_export_adds_a_high_noise_expert(tmp_path):
     r = run("export", str(model), "--out", str(tmp_path / "c"), "--high-noise-expert", str(other), "--expert-boundary", "0.8")
     assert r.returncode == 2 and "another DiT" in r.stderr
     assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))
+
+
+def test_export_soup_averages_the_dit_weights_of_fine_tunes(tmp_path):
+    """--soup DIR...: the exported DiT's weights are the uniform mean of the model's and the others'
+    (a model or run folder, or its dit/), then cast with --dtype; another DiT is a clear error."""
+    from safetensors.torch import load_file
+
+    from kinema.models.dit import DiT, dit_config
+    from kinema.pipelines import KinemaPipeline
+    from kinema.pipelines.pipeline import PipelineDefaults, save_pipeline_folder
+
+    model, cfg = tiny_model_folder(tmp_path)
+    b = save_pipeline_folder(tmp_path / "b", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32, PipelineDefaults())
+    c = save_pipeline_folder(tmp_path / "c", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32, PipelineDefaults())
+    parts = [load_file(f / "dit" / "model.safetensors") for f in (model, b, c)]
+    assert main(["export", str(model), "--out", str(tmp_path / "soup"), "--soup", str(b), str(c / "dit")]) == 0
+    got = load_file(tmp_path / "soup" / "dit" / "model.safetensors")
+    assert got.keys() == parts[0].keys() and any(not torch.equal(v, parts[0][k]) for k, v in got.items())
+    for k, v in got.items():
+        torch.testing.assert_close(v, (parts[0][k] + parts[1][k] + parts[2][k]) / 3)
+    assert load_file(tmp_path / "soup" / "vae" / "model.safetensors").keys()  # the rest copied as ever
+    assert main(["export", str(model), "--out", str(tmp_path / "half"), "--soup", str(b), "--dtype", "fp16"]) == 0
+    half = load_file(tmp_path / "half" / "dit" / "model.safetensors")
+    assert all(torch.equal(half[k], ((parts[0][k] + parts[1][k]) / 2).half()) for k in half)
+    assert KinemaPipeline.from_pretrained(tmp_path / "half").dit is not None
+    deep = dit_config("dit-t", hidden_size=48, depth=3, num_heads=2, in_channels=4, text_dim=384)
+    other = save_pipeline_folder(tmp_path / "other", tmp_path / "vae", DiT(deep), deep, "minilm", 32, PipelineDefaults())
+    r = run("export", str(model), "--out", str(tmp_path / "x"), "--soup", str(other))
+    assert r.returncode == 2 and "another DiT" in r.stderr and not (tmp_path / "x").exists()
+    r = run("export", str(model), "--out", str(tmp_path / "y"), "--soup", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "no DiT weights" in r.stderr and not (tmp_path / "y").exists()

@@ -358,7 +358,8 @@ WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfl
 
 def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae_dir: str | Path | None = None,
                  defaults: dict | None = None, checkpoint: str | Path | None = None, dtype: str = "fp32",
-                 high_noise_expert: str | Path | None = None, expert_boundary: float | None = None) -> Path:
+                 high_noise_expert: str | Path | None = None, expert_boundary: float | None = None,
+                 soup: list[str | Path] | None = None) -> Path:
     """Copy a trained model folder to `out` (default: the shipped default model) with only what
     generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local.
 
@@ -371,7 +372,10 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
     them back into the fp32 modules, so generation runs as before on weights rounded once (fp16
     keeps 11 significant bits; docs/default-model.md measures what that does to adherence).
     `high_noise_expert` (a model or run folder, or its dit/) becomes the folder's dit_high/, run at
-    noise levels t >= `expert_boundary` (required with it; alone, it moves an expert's boundary)."""
+    noise levels t >= `expert_boundary` (required with it; alone, it moves an expert's boundary).
+    `soup` (model or run folders, or their dit/) makes the DiT's weights the uniform mean of the
+    model's (or `checkpoint`'s) and theirs, averaged in fp32: a model soup (Wortsman et al. 2022) of
+    fine-tunes of one parent, which must be the same DiT (config)."""
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights dtype must be one of {list(WEIGHT_DTYPES)}, got {dtype!r}")
     src, out = Path(model_dir), Path(out)
@@ -393,6 +397,13 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
             raise ValueError(f"the high-noise expert '{expert_src}' is another DiT than the model's (config "
                              "differs): it must be the same DiT trained on at high noise")
         index["dit_high"] = "dit_high"
+    soup = [dit_folder(p) for p in soup or []]
+    for part in soup:
+        if not (part / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"no DiT weights at '{part}' (no {WEIGHTS_NAME}) to average")
+        if dit_config_of(part) != dit_config_of(src / index["dit"]):
+            raise ValueError(f"'{part}' is another DiT than the model's (config differs): a soup averages "
+                             "fine-tunes of one architecture")
     vae_src = src / index["vae"]
     if vae_dir is not None:
         old, new = CausalVideoVAE.from_pretrained(vae_src), CausalVideoVAE.from_pretrained(vae_dir)
@@ -410,6 +421,8 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         _copy_part(src / index["dit"], tmp / index["dit"])
         if checkpoint is not None:
             _checkpoint_weights(Path(checkpoint), tmp / index["dit"] / WEIGHTS_NAME)
+        if soup:
+            _average_weights(tmp / index["dit"] / WEIGHTS_NAME, [part / WEIGHTS_NAME for part in soup])
         if expert_src is not None:
             _copy_part(expert_src, tmp / "dit_high")
         _copy_part(vae_src, tmp / "vae")
@@ -423,6 +436,18 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
             for part in (index["dit"], "vae", *(["dit_high"] if expert_src is not None else [])):
                 _cast_weights(tmp / part / WEIGHTS_NAME, WEIGHT_DTYPES[dtype])
     return out
+
+
+def _average_weights(path: Path, others: list[Path]) -> None:
+    """Rewrite a safetensors file with each floating-point tensor the mean of its own and the
+    same tensor in `others` (summed in fp32, stored in the file's dtype); other tensors kept."""
+    mine, theirs = load_file(path), [load_file(p) for p in others]
+    for p, t in zip(others, theirs):
+        if t.keys() != mine.keys() or any(t[k].shape != v.shape for k, v in mine.items()):
+            raise ValueError(f"'{p}' holds other tensors than '{path}': it cannot be averaged with it")
+    n = 1 + len(theirs)
+    save_file({k: (sum((t[k].float() for t in theirs), v.float()) / n).to(v.dtype) if v.is_floating_point() else v
+               for k, v in mine.items()}, path)
 
 
 def _cast_weights(path: Path, dtype: torch.dtype) -> None:
