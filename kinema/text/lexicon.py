@@ -41,12 +41,12 @@ ENDINGS = ("ing", "ed", "est", "er", "s")  # an irregular form's ending, as read
 # How close two synsets are, by the pointer that joins them (wndb(5)'s pointer symbols). Synonyms
 # share a synset; '&' joins an adjective satellite to its head (tiny -> small), '$' verbs of one
 # group, '^' "see also"; '@'/'~' one step up or down the hypernym tree (spin -> rotate).
-# Words a definition uses that say nothing of what it defines (`Lexicon.glossed` skips them)
-GLOSS_STOPWORDS = frozenset(
-    "a an the of or and in on to with as is are by for that which from at it its be one any "
-    "something someone usually especially often be being been have having get make".split())
 KIN = {"&": "similar", "$": "similar", "^": "see-also", "@": "hypernym", "@i": "hypernym",
        "~": "hyponym", "~i": "hyponym"}
+# Words a definition uses that say nothing of what it defines (`Lexicon.glossed` skips them)
+GLOSS_STOPWORDS = frozenset(
+    "a an the of or and in on to with as is are by for that which from at it its one any "
+    "something someone usually especially often be being been have having get make".split())
 
 
 @dataclass(frozen=True)
@@ -260,8 +260,9 @@ class Lexicon:
         return out
 
     def defined_by(self, word: str, other: str, senses: int | None = None) -> bool:
-        """Whether one of WordNet's definitions of `word` names `other` (`glossed`; block ->
-        square, dot -> circle by 'circular'), neither a form of it nor its opposite. Looser than
+        """Whether one of WordNet's definitions of `word` names `other` (`glossed`; dot -> circle by
+        'circular' in its first sense, block -> square only in its third), neither a form of it nor
+        its opposite. Looser than
         `related`: the refiner takes it only where training wrote `other` in the word's slot."""
         theirs = self.bases(other)
         return bool(theirs & self.glossed(word, senses)) and not self.same_word(word, other) \
