@@ -60,10 +60,10 @@ def test_readme_generate_command_makes_an_mp4(tmp_path):
 def test_generate_names_the_words_the_model_never_trained_on(tmp_path):
     """A word refinement cannot bring back (no trained word is its WordNet kin or restores its
     meaning) reaches the DiT as written; `kinema generate` says so, on stderr and in its JSON."""
-    r = subprocess.run([sys.executable, "-m", "kinema", "generate", "a red block bouncing on a grey backdrop",
+    r = subprocess.run([sys.executable, "-m", "kinema", "generate", "a red hexagon bouncing on a grey backdrop",
                         "--out", str(tmp_path / "b.mp4"), "--quiet", "--steps", "2"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     said = json.loads(r.stdout)
-    assert said["read_as"] == "a red block bouncing on a gray background" and said["untrained"] == ["block"]
-    assert "never trained on 'block'" in r.stderr and "caption_vocab.json" in r.stderr
+    assert said["read_as"] == "a red hexagon bouncing on a gray background" and said["untrained"] == ["hexagon"]
+    assert "never trained on 'hexagon'" in r.stderr and "caption_vocab.json" in r.stderr

@@ -12,7 +12,8 @@ SYNSETS = {
           ("tiny", ["tiny"], [("&", "small", 0, 0)], "very small"),
           ("left", ["left"], [("!", "right", 1, 1)], "on the west when facing north"),
           ("right", ["right"], [("!", "left", 1, 1)], "on the east when facing north"),
-          ("circular", ["circular", "round"], [("+", "circle", 1, 1)], "having a round shape")],
+          ("circular", ["circular", "round"], [("+", "circle", 1, 1)], "having a round shape"),
+          ("rectangular", ["rectangular"], [("+", "rectangle", 1, 1)], "having four right angles")],
     "v": [("rotate", ["rotate", "revolve"], [("~", "spin", 0, 0)], "turn on an axis"),
           ("spin", ["spin"], [("@", "rotate", 0, 0)], "revolve quickly"),
           ("run", ["run"], [], "move fast on foot"),
@@ -23,7 +24,11 @@ SYNSETS = {
           ("dot", ["dot"], [], 'a very small circular shape; "a dot of paint"'),
           ("box", ["box"], [], "a container; may have a lid"),
           ("box-area", ["box"], [], "an area of a ball field"),
-          ("ball", ["ball"], [], "a round object")],
+          ("ball", ["ball"], [], "a round object"),
+          ("rectangle", ["rectangle"], [("~", "square", 0, 0), ("~", "oblong", 0, 0)], "a four-sided figure"),
+          ("square", ["square"], [("@", "rectangle", 0, 0)], "a rectangle with four equal sides"),
+          ("oblong", ["oblong"], [("@", "rectangle", 0, 0)], "a rectangle longer than it is wide"),
+          ("block", ["block"], [], "a solid piece with flat rectangular sides")],
     "r": [],
 }
 EXCEPTIONS = {"verb": ["ran run", "spinning spin"]}
@@ -107,6 +112,18 @@ def test_related_names_the_kinship_and_never_opposites_or_the_same_word(lex):
     assert lex.related("disc", "zebra") is None and not lex.same_word("spin", "spin")
 
 
+def test_glossed_kin_step_from_a_named_noun_but_never_through_the_words_own_genus(lex):
+    """block's definition names rectangular -> rectangle, whose kinds are square and oblong; oblong's
+    names rectangle too, but rectangle is what an oblong is a kind of: its other kinds are siblings."""
+    assert lex.glossed("block") == {"rectangular", "rectangle"}
+    assert lex.glossed_kin("block") == {"rectangle", "square", "oblong"}
+    assert lex.defined_by("block", "square") and lex.defined_by("block", "squares")
+    assert {lex.synset("n", o).words for o in lex.genus("oblong")} == {("oblong",), ("rectangle",)}
+    assert lex.glossed("oblong") == {"rectangle"} and lex.glossed_kin("oblong") == set()
+    assert not lex.defined_by("oblong", "square") and not lex.defined_by("square", "oblong")
+    assert lex.genus("tiny") == set()  # no noun sense: nothing above it
+
+
 def test_glossed_reads_definitions_and_the_nouns_their_adjectives_derive_from(lex):
     """dot: "a very small circular shape" names small, and circle through circular's '+' pointer;
     the quoted example and stop words count for nothing."""
@@ -147,6 +164,10 @@ def test_real_wordnet_knows_what_refinement_relies_on(wordnet):
     assert wordnet.opposed("quickly", "slowly") and wordnet.opposed("up", "down")
     assert wordnet.opposed("leftward", "rightward") and wordnet.opposed("leftward", "right")
     assert not wordnet.opposed("moving", "travelling")
+    # definitions, first senses: dot "a very small circular shape"; block "... flat rectangular
+    # sides" -> rectangle -> square; square's own genus (rectangle, polygon) passes nothing on
+    assert wordnet.defined_by("dot", "circle", 1) and wordnet.defined_by("block", "square", 1)
+    assert not wordnet.defined_by("square", "triangle", 1) and not wordnet.defined_by("hexagon", "triangle", 1)
 
 
 def test_a_pipeline_without_wordnet_warns_and_refines_by_the_encoder_alone(tmp_path, monkeypatch):

@@ -224,6 +224,20 @@ def test_a_word_its_definition_names_replaces_it_only_where_it_fits(lexicon):
         "a red dot").text == "a red ball"
 
 
+def test_a_kind_of_a_noun_the_definition_names_replaces_the_word_where_it_fits(lexicon):
+    """block: "a solid piece with flat rectangular sides" -> rectangle -> square, where training wrote
+    "red square"; an oblong is a kind of rectangle, and square, another kind, never replaces it."""
+    vectors = {**VECTORS, "block": [0, 0.9, 0, 0, 0.4], "square": [0, 0, 0, 0, -1]}  # the encoder: ball
+    vocab = Counter({"a": 1, "red": 1, "square": 1, "ball": 1})
+    pairs = caption_pairs(["a red square", "a red ball"])
+    refiner = PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon, pairs=pairs)
+    assert refiner.options("block", ("red", END)) == (["square"], -math.inf)
+    assert refiner("a red block").text == "a red square"
+    assert refiner.options("oblong", ("red", END))[1] == MIN_RESTORED  # only the encoder's rule is left
+    assert PromptRefiner(BagOfWords(vectors), vocab, lexicon=lexicon, pairs=pairs, gloss_senses=0)(
+        "a red block").text == "a red ball"
+
+
 def test_the_shipped_folder_keeps_its_word_pairs_and_the_slot_reads_contracts_as_shrinks(minilm):
     from kinema.pipelines.pipeline import DEFAULT_MODEL_DIR
     from kinema.text.lexicon import Lexicon

@@ -43,6 +43,7 @@ ENDINGS = ("ing", "ed", "est", "er", "s")  # an irregular form's ending, as read
 # group, '^' "see also"; '@'/'~' one step up or down the hypernym tree (spin -> rotate).
 KIN = {"&": "similar", "$": "similar", "^": "see-also", "@": "hypernym", "@i": "hypernym",
        "~": "hyponym", "~i": "hyponym"}
+UP, TAXONOMY = ("@", "@i"), ("@", "@i", "~", "~i")  # hypernym pointers; and hyponym ones too
 # Words a definition uses that say nothing of what it defines (`Lexicon.glossed` skips them)
 GLOSS_STOPWORDS = frozenset(
     "a an the of or and in on to with as is are by for that which from at it its one any "
@@ -259,14 +260,49 @@ class Lexicon:
                     out.update(t.words if dst == 0 else (t.words[dst - 1],))
         return out
 
+    @lru_cache(maxsize=None)
+    def glossed_kin(self, word: str, senses: int | None = None) -> frozenset[str]:
+        """The nouns one taxonomic step from a noun that `word`'s definitions name (`glossed`): its
+        synonyms, hypernyms and hyponyms. block, "a solid piece of something (usually having flat
+        rectangular sides)": rectangular -> rectangle -> square. Not through `word`'s own genus
+        (`genus`): square is "a plane rectangle with four equal sides ...; a four-sided regular
+        polygon", and rectangle's or polygon's other kinds (triangle) are not squares."""
+        skip = self.genus(word)
+        out: set[str] = set()
+        for noun in self.glossed(word, senses):
+            for o in self.index("n").get(noun, ()):
+                if o in skip:
+                    continue
+                s = self.synset("n", o)
+                out.update(s.words)
+                for sym, to, p, _, _ in s.pointers:
+                    if p == "n" and sym in TAXONOMY:
+                        out.update(self.synset(p, to).words)
+        return frozenset(out - self.bases(word))
+
+    @lru_cache(maxsize=None)
+    def genus(self, word: str) -> frozenset[int]:
+        """The noun synsets (offsets) above the first sense of `word` as a noun, to the top of the
+        hypernym tree: what it is a kind of (square -> rectangle -> ... -> polygon -> ... -> shape)."""
+        todo = [self.index("n")[base][0] for base, pos in self.lemmas(word) if pos == "n"]
+        out: set[int] = set()
+        while todo:
+            o = todo.pop()
+            if o not in out:
+                out.add(o)
+                todo += [to for sym, to, p, _, _ in self.synset("n", o).pointers if sym in UP and p == "n"]
+        return frozenset(out)
+
     def defined_by(self, word: str, other: str, senses: int | None = None) -> bool:
         """Whether one of WordNet's definitions of `word` names `other` (`glossed`; dot -> circle by
-        'circular' in its first sense, block -> square only in its third), neither a form of it nor
-        its opposite. Looser than
-        `related`: the refiner takes it only where training wrote `other` in the word's slot."""
+        'circular' in its first sense), or names a noun one taxonomic step from `other` as a noun
+        (`glossed_kin`; block -> rectangle -> square), `other` neither a form of `word` nor its
+        opposite. Looser than `related`: the refiner takes it only where training wrote `other` in
+        the word's slot."""
         theirs = self.bases(other)
-        return bool(theirs & self.glossed(word, senses)) and not self.same_word(word, other) \
-            and not self.opposed(word, other)
+        nouns = {base for base, pos in self.lemmas(other) if pos == "n"}
+        return bool(theirs & self.glossed(word, senses) or nouns & self.glossed_kin(word, senses)) \
+            and not self.same_word(word, other) and not self.opposed(word, other)
 
 
 _FOUND: dict[Path, Lexicon] = {}
