@@ -43,7 +43,8 @@ ENDINGS = ("ing", "ed", "est", "er", "s")  # an irregular form's ending, as read
 # group, '^' "see also"; '@'/'~' one step up or down the hypernym tree (spin -> rotate).
 KIN = {"&": "similar", "$": "similar", "^": "see-also", "@": "hypernym", "@i": "hypernym",
        "~": "hyponym", "~i": "hyponym"}
-UP, TAXONOMY = ("@", "@i"), ("@", "@i", "~", "~i")  # hypernym pointers; and hyponym ones too
+UP = frozenset(sym for sym, kind in KIN.items() if kind == "hypernym")  # the pointers of KIN's tree steps
+TAXONOMY = UP | {sym for sym, kind in KIN.items() if kind == "hyponym"}
 # Words a definition uses that say nothing of what it defines (`Lexicon.glossed` skips them)
 GLOSS_STOPWORDS = frozenset(
     "a an the of or and in on to with as is are by for that which from at it its one any "
