@@ -13,6 +13,8 @@ alike, and each median is also given as a ratio to the first model's.
 
 `--refine both` times every model with prompt refinement (its default) and with `--no-refine`,
 interleaved: what rewriting the prompt's untrained words costs (kinema/text/refine.py).
+`--candidates 1 4` times each model at each number of candidates (best-of-K by the model's
+verifier, kinema/models/verifier.py; default: the model's own), interleaved likewise.
 """
 from __future__ import annotations
 
@@ -36,24 +38,28 @@ def main() -> int:
     ap.add_argument("--prompt", default="a big red circle moving right on a gray background")
     ap.add_argument("--refine", choices=["on", "off", "both"], default="on",
                     help="prompt refinement: the model's default (on), --no-refine (off), or both interleaved")
+    ap.add_argument("--candidates", type=int, nargs="+", default=[None],
+                    help="videos sampled a prompt (`kinema generate --candidates`); several: each, interleaved")
     args = ap.parse_args()
     refine = {"on": [True], "off": [False], "both": [True, False]}[args.refine]
-    runs = [(model, r) for model in (args.model or [None]) for r in refine]
-    times: list[list[float]] = [[] for _ in runs]  # seconds, per (model, refinement)
-    name = lambda model, r: (model or SHIPPED) + ("" if r else ", --no-refine")  # noqa: E731
+    runs = [(model, r, k) for model in (args.model or [None]) for r in refine for k in args.candidates]
+    times: list[list[float]] = [[] for _ in runs]  # seconds, per (model, refinement, candidates)
+    name = lambda model, r, k: ((model or SHIPPED) + ("" if r else ", --no-refine")  # noqa: E731
+                                + ("" if k is None else f", --candidates {k}"))
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            for m, (model, r) in enumerate(runs):
+            for m, (model, r, k) in enumerate(runs):
                 cmd = [sys.executable, "-m", "kinema", "generate", args.prompt, "--out",
                        str(Path(tmp) / f"{m}_{i}.mp4"), "--seed", str(i), "--quiet"] + (["--model", model] if model else [])
+                cmd += ([] if r else ["--no-refine"]) + ([] if k is None else ["--candidates", str(k)])
                 t0 = time.perf_counter()
-                subprocess.run(cmd + ([] if r else ["--no-refine"]), check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 times[m].append(time.perf_counter() - t0)
-                print(f"run {i + 1}, {name(model, r)}: {times[m][-1]:.2f} s", flush=True)
+                print(f"run {i + 1}, {name(model, r, k)}: {times[m][-1]:.2f} s", flush=True)
     first = statistics.median(times[0])
-    for m, (model, r) in enumerate(runs):
+    for m, (model, r, k) in enumerate(runs):
         median = statistics.median(times[m])
-        print(json.dumps({"model": name(model, r), "runs": times[m], "median_s": median,
+        print(json.dumps({"model": name(model, r, k), "runs": times[m], "median_s": median,
                           "vs_first": round(median / first, 3)}))
     return 0
 

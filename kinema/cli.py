@@ -8,8 +8,8 @@
     kinema train dit --config configs/dit-t.toml [--set key=value ...]   (or under torchrun)
     kinema train latents --config configs/default-gpu.toml   (a DiT config's pool, encoded ahead)
     kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --eta --binding-guidance --negative
-                    --frames --width --height --fps]
-    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --soup DIR... --out DIR --steps --guidance --shift --eta --binding-guidance --dtype fp16
+                    --candidates K --frames --width --height --fps]
+    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --soup DIR... --out DIR --steps --guidance --shift --eta --binding-guidance --candidates --dtype fp16
                   --high-noise-expert DIR --expert-boundary T]   (default: the shipped model)
     kinema eval --model DIR --suite shapes-v1 --prompts 100 --videos-per-prompt 2 --out REPORT_DIR
                 [--compare OTHER_REPORT --i3d I3D.pt]   (or --report R --compare R2; or --vae DIR ...)
@@ -118,9 +118,11 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     frames, height, width = pick(a.frames, d.num_frames), pick(a.height, d.height), pick(a.width, d.width)
     steps, guidance, eta = pick(a.steps, d.num_inference_steps), pick(a.guidance, d.guidance_scale), pick(a.eta, d.eta)
     binding = pick(a.binding_guidance, d.binding_guidance)
-    pipe.check_inputs(a.prompt, frames, height, width, steps, guidance, eta, binding)  # before any denoising
+    candidates = pick(a.candidates, pipe.default_candidates)
+    pipe.check_inputs(a.prompt, frames, height, width, steps, guidance, eta, binding, candidates)  # before denoising
     result = pipe(a.prompt, negative_prompt=a.negative, num_frames=frames, height=height, width=width,
                   num_inference_steps=steps, guidance_scale=guidance, eta=eta, binding_guidance=binding,
+                  num_candidates=candidates,
                   refine_prompt=False if a.no_refine else None,
                   generator=torch.Generator().manual_seed(a.seed), progress=not a.quiet)
     export_to_video(result.frames[0], a.out, fps=pick(a.fps, d.fps))
@@ -131,7 +133,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
               file=sys.stderr)
     print(json.dumps({"out": a.out, "prompt": a.prompt, "read_as": result.prompts[0], "untrained": untrained,
                       "seed": a.seed, "num_frames": frames, "height": height, "width": width, "steps": steps,
-                      "guidance": guidance, "eta": eta, "binding_guidance": binding}))
+                      "guidance": guidance, "eta": eta, "binding_guidance": binding, "candidates": candidates}))
     return 0
 
 
@@ -149,7 +151,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from .pipelines.pipeline import DEFAULT_MODEL_DIR, export_model
 
     defaults = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance), ("shift", a.shift),
-                                  ("eta", a.eta), ("binding_guidance", a.binding_guidance)) if v is not None}
+                                  ("eta", a.eta), ("binding_guidance", a.binding_guidance),
+                                  ("num_candidates", a.candidates)) if v is not None}
     if defaults.get("shift") == "auto":
         defaults["shift"] = None  # from the token count at generation time
     out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint, a.dtype,
@@ -242,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(ancestral); the seed fixes it too (default: the model's)")
     g.add_argument("--binding-guidance", type=float, help="h >= 0: guide two-object prompts away from the same "
                    "prompt with its objects swapped, so each motion stays on its object (0: off; default: the model's)")
+    g.add_argument("--candidates", type=int, help="videos sampled; the model's verifier keeps the one it scores "
+                   "highest (1: the first sample; default: the model's, 1 without a verifier)")
     g.add_argument("--negative", help="negative prompt: what the video should not show")
     g.add_argument("--frames", type=int, help="number of frames, 4k+1 (default: the model's)")
     g.add_argument("--width", type=int)
@@ -266,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "at generation time (default: the model's)")
     x.add_argument("--eta", type=float, help="new default share of fresh noise a sampling step (0 Euler, 1 ancestral)")
     x.add_argument("--binding-guidance", type=float, help="new default binding guidance (0: off)")
+    x.add_argument("--candidates", type=int, help="new default number of candidates a prompt (needs verifier/)")
     x.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="store the weights in this precision (fp16: half the bytes; loading casts back to fp32)")
     x.add_argument("--high-noise-expert", metavar="DIR", help="a model folder whose DiT (the model's, trained on at "

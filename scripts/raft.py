@@ -69,7 +69,7 @@ def collect(pipe: KinemaPipeline, rows: list[dict], batch: int, seed: int) -> tu
     for s in tqdm(range(0, len(rows), batch), desc="collect", unit="batch"):
         part = rows[s:s + batch]
         video = pipe([r["text"] for r in part], generator=torch.Generator().manual_seed(seed * 10 ** 9 + part[0]["index"]),
-                     output_type="uint8", progress=False)
+                     output_type="uint8", progress=False, num_candidates=1)
         for r, frames, z in zip(part, video.frames, video.latents):
             r["passed"] = judge(frames, r["text"]).passed
             if r["passed"]:

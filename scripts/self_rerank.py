@@ -50,11 +50,12 @@ def self_scores(pipe: KinemaPipeline, z: torch.Tensor, prompt: str, levels: int 
 @torch.no_grad()
 def candidates(pipe: KinemaPipeline, prompt, n: int) -> list[tuple[bool, torch.Tensor]]:
     """(judge passes, sampler's latent z (1, C, T', h, w)) of the n videos of a suite prompt, from
-    seeds video_seed(prompt.id, j): candidate 0 is the video `kinema eval` makes."""
+    seeds video_seed(prompt.id, j): candidate 0 is the video `kinema eval` makes with one candidate
+    a prompt (`num_candidates=1`; the shipped model's verifier picks among its own since session 29)."""
     out = []
     for j in range(n):
         video = pipe(prompt.text, generator=torch.Generator().manual_seed(video_seed(prompt.id, j)),
-                     output_type="uint8", progress=False)
+                     output_type="uint8", progress=False, num_candidates=1)
         out.append((judge(video.frames[0], prompt.text).passed, video.latents))
     return out
 

@@ -267,7 +267,7 @@ def test_composed_sampling_at_weight_zero_is_the_pipeline_and_object_prompts_use
     pipe = KinemaPipeline.from_pretrained()
     pipe.defaults.num_inference_steps = 3
     plain = pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="uint8", progress=False,
-                 binding_guidance=0.0).frames[0]  # the script composes on plain CFG
+                 binding_guidance=0.0, num_candidates=1).frames[0]  # the script composes on plain CFG, one video
     assert (compose_objects.composed_video(pipe, prompt, 7, 0.0) == plain).all()
     assert not (compose_objects.composed_video(pipe, prompt, 7, 1.0) == plain).all()
     # regional prompting: switched off (T > 1) it is the pipeline; on, each object prompt owns a half
@@ -364,7 +364,7 @@ def test_self_rerank_candidate_zero_is_the_eval_video_and_scores_are_the_flow_lo
     latents = []
     decode = pipe.vae.decode
     pipe.vae.decode = lambda z: (latents.append(z), decode(z))[1]
-    pipe(p.text, generator=torch.Generator().manual_seed(video_seed(200, 0)), progress=False)
+    pipe(p.text, generator=torch.Generator().manual_seed(video_seed(200, 0)), progress=False, num_candidates=1)
     z = pipe.vae.normalize(latents[0])
     noise = torch.randn((2, *z.shape[1:]), generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.25, 0.75])
@@ -422,7 +422,7 @@ def test_raft_collects_the_passing_videos_latents_of_pool_captions(tmp_path, mon
     done, latents = raft.collect(pipe, rows[:3], batch=2, seed=0)
     assert len(latents) == sum(r["passed"] for r in done)
     again = pipe([r["text"] for r in rows[:2]], generator=torch.Generator().manual_seed(rows[0]["index"]),
-                 output_type="uint8", progress=False)  # the first batch, remade
+                 output_type="uint8", progress=False, num_candidates=1)  # the first batch, remade
     assert [judge(f, r["text"]).passed for f, r in zip(again.frames, rows)] == [r["passed"] for r in done[:2]]
     kept = [z for z, r in zip(again.latents, done) if r["passed"]]
     assert all(torch.equal(a, b.to(torch.float16)) for a, b in zip(latents, kept))
@@ -501,13 +501,25 @@ def test_sdedit_probe_from_pure_noise_is_the_pipeline_and_from_zero_the_autoenco
     euler = sdedit_probe.from_clips(pipe, prompts, [1.0], batch=2, eta=0.0)  # deterministic: batched
     for p, video, det in zip(prompts, videos[1.0], euler[1.0]):
         own = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, 0)), output_type="uint8",
-                   progress=False).frames[0]
+                   progress=False, num_candidates=1).frames[0]
         assert np.abs(video.astype(int) - np.asarray(own).astype(int)).max() <= 1  # rounding
         own = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, 0)), output_type="uint8",
-                   progress=False, eta=0.0).frames[0]
+                   progress=False, eta=0.0, num_candidates=1).frames[0]
         assert np.abs(det.astype(int) - np.asarray(own).astype(int)).max() <= 1  # batch-of-2 vs 1 rounding
     clips = real_clips(prompts, 64, 64, 17)
     with torch.no_grad():
         z = pipe.vae.normalize(pipe.vae.encode(torch.stack([to_model_range(c) for c in clips])).mode())
         again = from_model_range(pipe.vae.decode(pipe.vae.denormalize(z)))
     assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(videos[0.0], again))  # batch 1 vs 2
+
+
+def test_train_verifier_keeps_off_the_eval_prompts_and_scores_best_of():
+    import train_verifier
+
+    with pytest.raises(SystemExit, match="test's and tuning's"):
+        train_verifier.main(["sample", "none", "--first", "200", "--samples", "x.pt"])
+    rows = [{"id": 1, "j": 0, "pass": False}, {"id": 1, "j": 1, "pass": True},
+            {"id": 2, "j": 0, "pass": True}, {"id": 2, "j": 1, "pass": False},
+            {"id": 3, "j": 0, "pass": False}, {"id": 3, "j": 1, "pass": False}]
+    # picked: prompt 1's second (passes), prompt 2's second (fails), prompt 3 either (fails)
+    assert train_verifier.best_of(rows, torch.tensor([0.0, 1.0, 0.0, 2.0, 5.0, 1.0])) == (1, 1, 2, 3)

@@ -18,7 +18,8 @@ def test_shipped_weights_are_safetensors_within_budget():
     files = [p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()]
     names = sorted(p.relative_to(DEFAULT_MODEL_DIR).as_posix() for p in files)
     assert names == ["caption_vocab.json", "dit/config.json", "dit/model.safetensors", "model_index.json",
-                     "vae/config.json", "vae/model.safetensors"], names
+                     "vae/config.json", "vae/model.safetensors", "verifier/config.json",
+                     "verifier/model.safetensors"], names
     assert sum(p.stat().st_size for p in files) <= 60 * 2**20
     index = json.loads((DEFAULT_MODEL_DIR / "model_index.json").read_text())
     assert index["text_encoder"] == "minilm"  # the PyPI-shipped encoder: nothing to download
@@ -41,8 +42,10 @@ def test_shipped_vocabulary_holds_out_the_held_out_wording_and_refines_it():
 
 def test_default_model_follows_a_fixed_prompt():
     pipe = KinemaPipeline.from_pretrained()  # no argument: the shipped model
-    frames = pipe(PROMPT, generator=torch.Generator().manual_seed(SEED), output_type="uint8", progress=False).frames[0]
-    assert frames.shape == (17, 64, 64, 3)
+    assert pipe.verifier is not None and pipe.default_candidates == 4  # fitted on the shipped DiT: best of 4
+    out = pipe(PROMPT, generator=torch.Generator().manual_seed(SEED), output_type="uint8", progress=False)
+    frames = out.frames[0]
+    assert frames.shape == (17, 64, 64, 3) and out.scores.shape == (1, 4)
     verdict = judge(frames, PROMPT)
     assert verdict.passed, [(c.check, c.expected, c.measured) for c in verdict.failed()]
 
@@ -55,6 +58,7 @@ def test_readme_generate_command_makes_an_mp4(tmp_path):
     video = read_video(out)
     assert video.shape == (17, 64, 64, 3) and video.std() > 5  # a real picture, not a flat frame
     assert json.loads(r.stdout)["untrained"] == [] and "never trained" not in r.stderr
+    assert json.loads(r.stdout)["candidates"] == 4  # the shipped verifier's best of 4
 
 
 def test_generate_names_the_words_the_model_never_trained_on(tmp_path):

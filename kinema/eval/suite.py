@@ -180,6 +180,7 @@ def run_suite(pipe, prompts: list[SuitePrompt], videos_per_prompt: int = 2, num_
                       settings["num_inference_steps"], settings["guidance_scale"], settings["eta"])  # before any denoising
     expert = {"expert_boundary": pipe.expert_boundary} if getattr(pipe, "dit_high", None) is not None else {}
     run = SuiteRun(settings={**settings, "binding_guidance": getattr(d, "binding_guidance", 0.0),  # the model's own
+                             "num_candidates": getattr(pipe, "default_candidates", 1),
                              **expert, "videos_per_prompt": videos_per_prompt, "prompts": len(prompts)})
     with tqdm(total=len(prompts) * videos_per_prompt, desc="eval", unit="video", disable=not progress) as bar:
         for p in prompts:

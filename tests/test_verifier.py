@@ -1,0 +1,156 @@
+"""The best-of-N verifier (kinema/models/verifier.py) and the pipeline's num_candidates."""
+import dataclasses
+import json
+import zlib
+
+import pytest
+import torch
+
+from kinema.autoencoder import CausalVideoVAE, VAEConfig
+from kinema.config import ConfigError
+from kinema.models.dit import DiT, DiTConfig
+from kinema.models.verifier import (Verifier, VerifierConfig, dit_fingerprint, fit_verifier, load_verifier,
+                                    num_features, save_verifier, verifier_features)
+from kinema.pipelines import KinemaPipeline
+from kinema.pipelines.pipeline import VERIFIER_DIR, _verifier_for, export_model, save_pipeline_folder
+
+TWO = "a red circle moving left and a blue square moving right"
+
+
+class HashEncoder:
+    """A stand-in text encoder: fixed random states per text, the empty text masked out."""
+    max_length, dim = 6, 16
+
+    def encode(self, texts):
+        states = torch.stack([torch.randn(self.max_length, self.dim, generator=torch.Generator().manual_seed(
+            zlib.crc32(t.encode()))) for t in texts])
+        mask = torch.tensor([[bool(t)] * self.max_length for t in texts])
+        return states, mask
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
+    dit = DiT(DiTConfig(in_channels=4, patch_size=(1, 2, 2), hidden_size=32, depth=2, num_heads=2, text_dim=16))
+    with torch.no_grad():  # adaLN-Zero starts as the identity: make the blocks and the output layer do something
+        for p in dit.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return vae, dit
+
+
+def features(dit, z, prompts, cfg):
+    return verifier_features(dit, HashEncoder().encode, z, prompts, prompts, cfg)
+
+
+def test_config_checks_levels_and_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="noise levels"):
+        VerifierConfig(levels=[0.0, 0.5])
+    with pytest.raises(ValueError, match="l2"):
+        VerifierConfig(l2=-1)
+    from kinema.config import from_dict
+    with pytest.raises(ConfigError, match="unknown"):
+        from_dict(VerifierConfig, {"levls": [0.5]})
+
+
+def test_features_have_their_size_and_do_not_depend_on_the_batch(parts):
+    _, dit = parts
+    z = torch.randn(3, 4, 2, 4, 4)
+    cfg = VerifierConfig(levels=[0.2, 0.8])
+    f = features(dit, z, ["a", "b", "c"], cfg)
+    assert f.shape == (3, num_features(cfg, 32)) == (3, 2 * (4 + 3 * 32))
+    assert torch.allclose(features(dit, z[1:2], ["b"], cfg), f[1:2], atol=1e-5)  # a candidate alone or in a batch
+    assert not torch.allclose(features(dit, z[1:2], ["c"], cfg), f[1:2])  # the prompt matters
+    losses_only = features(dit, z, ["a", "b", "c"], dataclasses.replace(cfg, hidden=False))
+    assert torch.equal(losses_only, f[:, :8])
+    # L_s - L_c is 0 when the "swap" is the prompt itself
+    assert torch.allclose(f[:, 6:8], torch.zeros(3, 2), atol=1e-6)
+
+
+def test_fit_learns_a_separable_rule_and_refuses_one_label():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(400, 20, generator=g) * torch.linspace(0.1, 10, 20)  # unequal scales: standardised
+    w = torch.randn(20, generator=g)
+    y = (X / torch.linspace(0.1, 10, 20)) @ w > 0
+    model = fit_verifier(X[:300], y[:300], VerifierConfig(l2=0.01))
+    accuracy = ((model(X[300:]) > 0) == y[300:]).float().mean()
+    assert accuracy > 0.9
+    with pytest.raises(ValueError, match="same label"):
+        fit_verifier(X[:10], torch.ones(10, dtype=torch.bool), VerifierConfig())
+
+
+def test_save_and_load_give_the_same_scores(tmp_path):
+    model = Verifier(VerifierConfig(levels=[0.5], dit_sha256="abc"), 5)
+    with torch.no_grad():
+        model.head.weight.normal_()
+        model.mean.normal_()
+    save_verifier(model, tmp_path / "v")
+    again = load_verifier(tmp_path / "v")
+    x = torch.randn(7, 5)
+    assert again.cfg == model.cfg and torch.equal(again(x), model(x))
+
+
+def test_fingerprint_follows_the_weights_not_their_file_dtype(parts):
+    _, dit = parts
+    half = DiT(dit.cfg)
+    half.load_state_dict({k: v.half().float() for k, v in dit.state_dict().items()})
+    again = DiT(dit.cfg)
+    again.load_state_dict(half.state_dict())
+    assert dit_fingerprint(half) == dit_fingerprint(again) != dit_fingerprint(dit)
+
+
+def fitted_for(dit, cfg=None):
+    """A verifier for `dit` that scores a candidate by its -L_c at the first level (any fixed rule does)."""
+    cfg = cfg or VerifierConfig(levels=[0.3, 0.7], dit_sha256=dit_fingerprint(dit))
+    model = Verifier(cfg, num_features(cfg, dit.cfg.hidden_size))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.weight[0, 0] = -1.0
+    return model
+
+
+def test_pipeline_returns_the_candidate_the_verifier_scores_highest(parts):
+    vae, dit = parts
+    pipe = KinemaPipeline(vae, dit, HashEncoder(), verifier=fitted_for(dit))
+    kw = dict(num_frames=5, height=32, width=32, num_inference_steps=2, progress=False)
+    out = pipe(["a red ball", TWO], num_candidates=3, generator=torch.Generator().manual_seed(0), **kw)
+    assert len(out.frames) == 2 and out.scores.shape == (2, 3) and out.latents.shape[0] == 2
+    # the returned latents score what the best candidate scored
+    again = pipe.verifier(verifier_features(dit, HashEncoder().encode, out.latents, out.prompts,
+                                            [out.prompts[0], "a blue square moving left and a red circle moving right"],
+                                            pipe.verifier.cfg))
+    assert torch.allclose(again, out.scores.max(1).values, atol=1e-4)
+    # one candidate is the pipeline as it was: no scores, the same video as a pipeline without a verifier
+    plain = KinemaPipeline(vae, dit, HashEncoder())
+    one = pipe("a red ball", num_candidates=1, generator=torch.Generator().manual_seed(0), **kw)
+    assert one.scores is None
+    assert (one.frames[0] == plain("a red ball", generator=torch.Generator().manual_seed(0), **kw).frames[0]).all()
+    # the default: the model's num_candidates, 1 without a verifier
+    five = KinemaPipeline(vae, dit, HashEncoder(), dataclasses.replace(pipe.defaults, num_candidates=5), verifier=pipe.verifier)
+    assert five("a red ball", **kw).scores.shape == (1, 5)
+    assert KinemaPipeline(vae, dit, HashEncoder(), five.defaults).default_candidates == 1
+
+
+def test_num_candidates_errors(parts):
+    vae, dit = parts
+    with pytest.raises(ValueError, match="needs a verifier"):
+        KinemaPipeline(vae, dit, HashEncoder())("a red ball", num_candidates=2, progress=False)
+    with pytest.raises(ValueError, match=">= 1"):
+        KinemaPipeline(vae, dit, HashEncoder(), verifier=fitted_for(dit))("a red ball", num_candidates=0)
+
+
+def test_a_verifier_for_other_weights_is_ignored_and_not_exported(parts, tmp_path):
+    vae, dit = parts
+    vae.save_pretrained(tmp_path / "vae")
+    folder = save_pipeline_folder(tmp_path / "model", tmp_path / "vae", dit, dit.cfg, "minilm", 6,
+                                  KinemaPipeline(vae, dit, HashEncoder()).defaults)
+    save_verifier(fitted_for(dit), folder / VERIFIER_DIR)
+    assert _verifier_for(folder / VERIFIER_DIR, dit) is not None
+    other = DiT(dit.cfg)
+    with pytest.warns(UserWarning, match="another DiT"):
+        assert _verifier_for(folder / VERIFIER_DIR, other) is None
+    assert (export_model(folder, tmp_path / "same") / VERIFIER_DIR / "model.safetensors").is_file()
+    with pytest.warns(UserWarning, match="not copied"):
+        out = export_model(folder, tmp_path / "half", dtype="fp16")
+    assert not (out / VERIFIER_DIR).exists()
+    assert json.loads((out / "model_index.json").read_text())["dit"] == "dit"
