@@ -33,9 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .. import flow
+from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME  # every part folder's file names
 from ..config import from_dict, to_dict
-
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
 @dataclass
@@ -109,6 +108,10 @@ class Verifier(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.head((features.float() - self.mean) / self.std).squeeze(-1)  # (B,) logits
+
+    def fits(self, dit: nn.Module) -> bool:
+        """Was this head fitted on `dit`'s features (the same weights, by fingerprint)?"""
+        return self.cfg.dit_sha256 == dit_fingerprint(dit)
 
 
 def fit_verifier(features: Tensor, passed: Tensor, cfg: VerifierConfig, max_iter: int = 500) -> Verifier:

@@ -44,7 +44,7 @@ from ..config import from_dict, to_dict
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
-from ..models.verifier import Verifier, dit_fingerprint, load_verifier, save_verifier, verifier_features
+from ..models.verifier import Verifier, load_verifier, save_verifier, verifier_features
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
 from ..text.refine import VOCAB_FILE, PromptRefiner, load_tables, save_vocabulary
@@ -292,7 +292,7 @@ def _verifier_for(folder: Path, dit: DiT) -> Verifier | None:
     if not (folder / WEIGHTS_NAME).is_file():
         return None
     verifier = load_verifier(folder)
-    if verifier.cfg.dit_sha256 != dit_fingerprint(dit):
+    if not verifier.fits(dit):
         warnings.warn(f"{folder} was fitted on another DiT than this model's: ignored (one candidate a "
                       "prompt); refit it with scripts/train_verifier.py", stacklevel=3)
         return None
@@ -484,7 +484,7 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
             for part in (index["dit"], "vae", *(["dit_high"] if expert_src is not None else [])):
                 _cast_weights(tmp / part / WEIGHTS_NAME, WEIGHT_DTYPES[dtype])
         if (src / VERIFIER_DIR / WEIGHTS_NAME).is_file():  # kept only while the DiT is the one it was fitted on
-            if load_verifier(src / VERIFIER_DIR).cfg.dit_sha256 == dit_fingerprint(load_dit(tmp / index["dit"])):
+            if load_verifier(src / VERIFIER_DIR).fits(load_dit(tmp / index["dit"])):
                 _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
             else:
                 warnings.warn(f"{src / VERIFIER_DIR} was fitted on the DiT before this export's changes (soup, "
