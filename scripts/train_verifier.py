@@ -1,5 +1,9 @@
 """Fit a model's best-of-N verifier on its own judged samples (kinema/models/verifier.py).
 
+    # 0. reader (optional): a scene reader trained on the latents of world clips the DiT's recipe
+    #    cached (their scenes are known exactly), for 2 more verifier features
+    python scripts/train_verifier.py reader kinema/weights/default --cache runs/cache/latents \\
+        --out runs/verifier/reader
     # 1. sample: the model's videos of world prompts no eval uses (ids >= 400 of shapes-v1-trained;
     #    the test takes 0-199, tuning 200-399), `--candidates` seeds each, judged by the world's judge
     python scripts/train_verifier.py sample kinema/weights/default --first 400 --prompts 1200 \\
@@ -7,7 +11,7 @@
     # 2. fit: the DiT's features of each sample, a logistic regression on pass / fail, written to
     #    MODEL/verifier/ (with the DiT's fingerprint) and, with --num-candidates, the model's default
     python scripts/train_verifier.py fit kinema/weights/default --samples runs/verifier/samples.pt \\
-        --num-candidates 4
+        --reader runs/verifier/reader --num-candidates 4
 
 `sample` appends to its file and skips prompts already in it, so an interrupted run resumes.
 `fit` holds out the last `--holdout` share of prompts, reports how often the verifier's pick among
@@ -22,14 +26,19 @@ import json
 import time
 from pathlib import Path
 
+from safetensors import safe_open
+
 import torch
 
 from kinema.eval.judge import judge
-from kinema.eval.suite import suite_prompts, video_seed
+from kinema.eval.suite import attribute_outcomes, suite_prompts, video_seed
+from kinema.models.reader import load_reader, reader_accuracy, save_reader, train_reader
 from kinema.models.verifier import (VerifierConfig, dit_fingerprint, fit_verifier, save_verifier,
                                     verifier_features)
 from kinema.pipelines import KinemaPipeline
 from kinema.pipelines.pipeline import INDEX_FILE, VERIFIER_DIR
+from kinema.train.latent_cache import encoder_fingerprint
+from kinema.world.scene import sample_scene
 from kinema.world.parse import swap_objects
 
 FIRST_UNUSED = 400  # prompts 0-199 are the adherence test, 200-399 the tuning set
@@ -50,8 +59,9 @@ def sample(a) -> None:
         for j in range(a.candidates):
             out = pipe(p.text, generator=torch.Generator().manual_seed(video_seed(p.id, j)), output_type="uint8",
                        progress=False, num_candidates=1)
+            verdict = judge(out.frames[0], p.text)
             rows.append({"id": p.id, "j": j, "prompt": p.text, "read_as": out.prompts[0], "objects": p.num_objects,
-                         "pass": judge(out.frames[0], p.text).passed, "z": out.latents[0].clone()})
+                         "pass": verdict.passed, "attrs": attribute_outcomes(verdict), "z": out.latents[0].clone()})
         if n % 25 == 0 or n == len(prompts):
             torch.save(rows, path)
             rate = sum(r["pass"] for r in rows) / len(rows)
@@ -59,13 +69,47 @@ def sample(a) -> None:
                   flush=True)
 
 
-def features_of(pipe: KinemaPipeline, rows: list[dict], cfg: VerifierConfig, batch: int = 8) -> torch.Tensor:
+def cached_world_clips(folder: Path) -> tuple[torch.Tensor, list]:
+    """(N, C, T', h, w) latents and their Scenes: every world clip in a latent-cache folder of one
+    autoencoder (a training run's `latent_cache_dir`). A clip's key names its seed and size; the
+    spin settings some keys add change a spinning object's turn, not what the reader reads."""
+    latents, scenes = [], []
+    for path in sorted(folder.glob("*/*.safetensors")):
+        with safe_open(path, "pt") as f:
+            key = json.loads(f.metadata()["key"])
+            if key[0] != "world":
+                continue
+            latents.append(f.get_tensor("latent").half())
+        _, seed, frames, height, width = key[:5]
+        scenes.append(sample_scene(seed, width, height, frames))
+    shapes = {tuple(z.shape) for z in latents}
+    if len(shapes) > 1:
+        raise SystemExit(f"{folder} holds latents of several sizes {sorted(shapes)}: one bucket a reader")
+    return (torch.stack(latents) if latents else torch.empty(0)), scenes
+
+
+def reader(a) -> None:
+    pipe = KinemaPipeline.from_pretrained(a.model)
+    folder = Path(a.cache) / encoder_fingerprint(pipe.vae)
+    z, scenes = cached_world_clips(folder)
+    if len(z) < 2 * a.holdout:
+        raise SystemExit(f"{folder} holds {len(z)} world clips of this model's autoencoder; a reader needs "
+                         f"thousands: run the DiT recipe with latent_cache_dir = {a.cache!r} first")
+    print(f"{len(z)} cached world clips {tuple(z.shape[1:])}; {a.holdout} held out", flush=True)
+    t0 = time.time()
+    model = train_reader(z[a.holdout:], scenes[a.holdout:], epochs=a.epochs, seed=a.seed)
+    acc = reader_accuracy(model, z[:a.holdout].float(), scenes[:a.holdout])
+    print(f"held-out clips read right ({time.time() - t0:.0f}s): " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()))
+    print(f"wrote {save_reader(model, a.out)}")
+
+
+def features_of(pipe: KinemaPipeline, rows: list[dict], cfg: VerifierConfig, reader=None, batch: int = 8) -> torch.Tensor:
     out = []
     for i in range(0, len(rows), batch):
         part = rows[i:i + batch]
         prompts = [r["read_as"] for r in part]
         out.append(verifier_features(pipe.dit, pipe.text_encoder.encode, torch.stack([r["z"] for r in part]),
-                                     prompts, [swap_objects(p) or p for p in prompts], cfg))
+                                     prompts, [swap_objects(p) or p for p in prompts], cfg, reader))
     return torch.cat(out)
 
 
@@ -82,21 +126,23 @@ def best_of(rows: list[dict], scores: torch.Tensor) -> tuple[int, int, int, int]
 def fit(a) -> None:
     rows = [r for path in a.samples for r in torch.load(path, weights_only=False)]  # several files: one set
     pipe = KinemaPipeline.from_pretrained(a.model)
-    cfg = VerifierConfig(hidden=not a.losses_only, l2=a.l2, dit_sha256=dit_fingerprint(pipe.dit))
+    scene_reader = load_reader(a.reader) if a.reader else None
+    cfg = VerifierConfig(hidden=not a.losses_only, l2=a.l2, reader=scene_reader is not None,
+                         dit_sha256=dit_fingerprint(pipe.dit))
     t0 = time.time()
-    X = features_of(pipe, rows, cfg)
+    X = features_of(pipe, rows, cfg, scene_reader)
     y = torch.tensor([r["pass"] for r in rows])
     print(f"features of {len(rows)} samples ({y.float().mean():.1%} pass): {X.shape[1]} each, {time.time() - t0:.0f}s")
     ids = sorted({r["id"] for r in rows})
     held = set(ids[int(len(ids) * (1 - a.holdout)):])
     if held:
         train = torch.tensor([r["id"] not in held for r in rows])
-        model = fit_verifier(X[train], y[train], cfg)
+        model = fit_verifier(X[train], y[train], cfg, reader=scene_reader)
         rest = [r for r in rows if r["id"] in held]
         picked, first, oracle, n = best_of(rest, model(X[~train]).detach())
         print(f"held-out prompts ({n}): best by the verifier passes {picked}, the first candidate {first}, "
               f"any candidate {oracle}")
-    model = fit_verifier(X, y, cfg)
+    model = fit_verifier(X, y, cfg, reader=scene_reader)
     folder = save_verifier(model, Path(a.model) / VERIFIER_DIR)
     if a.num_candidates:
         index_path = Path(a.model) / INDEX_FILE
@@ -124,11 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--losses-only", action="store_true", help="the 4 losses per level, no hidden states")
     f.add_argument("--holdout", type=float, default=0.2, help="share of prompts held out for the report first")
     f.add_argument("--num-candidates", type=int, help="write this as the model's default num_candidates")
-    for p in (s, f):
+    f.add_argument("--reader", help="a scene reader folder (the `reader` stage's --out): 2 more features")
+    r = sub.add_parser("reader", help="train a scene reader on cached latents of world clips")
+    r.add_argument("model")
+    r.add_argument("--cache", default="runs/cache/latents", help="the DiT recipe's latent_cache_dir")
+    r.add_argument("--out", default="runs/verifier/reader")
+    r.add_argument("--epochs", type=int, default=16)
+    r.add_argument("--holdout", type=int, default=1000, help="clips kept out of training, to report accuracy")
+    r.add_argument("--seed", type=int, default=0)
+    for p in (s, f, r):
         p.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    (fit if a.stage == "fit" else sample)(a)
+    {"fit": fit, "sample": sample, "reader": reader}[a.stage](a)
     return 0
 
 

@@ -523,3 +523,22 @@ def test_train_verifier_keeps_off_the_eval_prompts_and_scores_best_of():
             {"id": 3, "j": 0, "pass": False}, {"id": 3, "j": 1, "pass": False}]
     # picked: prompt 1's second (passes), prompt 2's second (fails), prompt 3 either (fails)
     assert train_verifier.best_of(rows, torch.tensor([0.0, 1.0, 0.0, 2.0, 5.0, 1.0])) == (1, 1, 2, 3)
+
+
+def test_cached_world_clips_reads_a_latent_cache(tmp_path):
+    import train_verifier
+    from kinema.autoencoder import CausalVideoVAE, VAEConfig
+    from kinema.train.latent_cache import LatentCache
+    from kinema.world.scene import sample_scene
+
+    vae = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4))
+    cache = LatentCache(vae, tmp_path)
+    for seed in (3, 1, 2):
+        cache[("world", seed, 5, 32, 32)] = torch.full((4, 2, 4, 4), float(seed))
+    cache[("world", 4, 5, 32, 32, "turning", "clockwise")] = torch.full((4, 2, 4, 4), 4.0)
+    z, scenes = train_verifier.cached_world_clips(cache.dir)
+    assert z.shape == (4, 4, 2, 4, 4)
+    by_value = {int(zi[0, 0, 0, 0]): s for zi, s in zip(z, scenes)}
+    assert {k: s.objects for k, s in by_value.items()} == {i: sample_scene(i, 32, 32, 5).objects for i in (1, 2, 3, 4)}
+    with pytest.raises(SystemExit, match="world clips"):
+        train_verifier.main(["reader", "kinema/weights/default", "--cache", str(tmp_path / "none")])

@@ -43,6 +43,7 @@ def test_shipped_vocabulary_holds_out_the_held_out_wording_and_refines_it():
 def test_default_model_follows_a_fixed_prompt():
     pipe = KinemaPipeline.from_pretrained()  # no argument: the shipped model
     assert pipe.verifier is not None and pipe.default_candidates == 4  # fitted on the shipped DiT: best of 4
+    assert pipe.verifier.cfg.reader and pipe.verifier.reader is not None  # with its scene reader
     out = pipe(PROMPT, generator=torch.Generator().manual_seed(SEED), output_type="uint8", progress=False)
     frames = out.frames[0]
     assert frames.shape == (17, 64, 64, 3) and out.scores.shape == (1, 4)

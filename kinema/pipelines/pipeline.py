@@ -273,7 +273,8 @@ class KinemaPipeline:
             z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar, eta=eta, generator=generator)
         scores = None
         if K > 1:  # best of K: the verifier reads each candidate under its prompt
-            scores = self.verifier(verifier_features(self.dit, encoded, z, sampled, swapped, self.verifier.cfg))
+            scores = self.verifier(verifier_features(self.dit, encoded, z, sampled, swapped, self.verifier.cfg,
+                                                     self.verifier.reader))
             scores = scores.view(B, K)
             z = z.view(B, K, *z.shape[1:])[torch.arange(B), scores.argmax(1)]  # (B, C, T', h, w)
         video = self.vae.decode(self.vae.denormalize(z))  # (B, 3, F, H, W) in [-1, 1]
