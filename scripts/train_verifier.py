@@ -26,8 +26,6 @@ import json
 import time
 from pathlib import Path
 
-from safetensors import safe_open
-
 import torch
 
 from kinema.eval.judge import judge
@@ -37,9 +35,9 @@ from kinema.models.verifier import (VerifierConfig, dit_fingerprint, fit_verifie
                                     verifier_features)
 from kinema.pipelines import KinemaPipeline
 from kinema.pipelines.pipeline import INDEX_FILE, VERIFIER_DIR
-from kinema.train.latent_cache import encoder_fingerprint
-from kinema.world.scene import sample_scene
+from kinema.train.latent_cache import LatentCache
 from kinema.world.parse import swap_objects
+from kinema.world.scene import sample_scene
 
 FIRST_UNUSED = 400  # prompts 0-199 are the adherence test, 200-399 the tuning set
 
@@ -69,31 +67,29 @@ def sample(a) -> None:
                   flush=True)
 
 
-def cached_world_clips(folder: Path) -> tuple[torch.Tensor, list]:
-    """(N, C, T', h, w) latents and their Scenes: every world clip in a latent-cache folder of one
-    autoencoder (a training run's `latent_cache_dir`). A clip's key names its seed and size; the
-    spin settings some keys add change a spinning object's turn, not what the reader reads."""
+def cached_world_clips(cache: LatentCache) -> tuple[torch.Tensor, list]:
+    """(N, C, T', h, w) latents and their Scenes: every world clip a latent cache holds on disk
+    (a training run's `latent_cache_dir`). A clip's key names its seed and size; the spin settings
+    some keys add change a spinning object's turn, not what the reader reads."""
     latents, scenes = [], []
-    for path in sorted(folder.glob("*/*.safetensors")):
-        with safe_open(path, "pt") as f:
-            key = json.loads(f.metadata()["key"])
-            if key[0] != "world":
-                continue
-            latents.append(f.get_tensor("latent").half())
+    for key, z in cache.stored():
+        if key[0] != "world":
+            continue
+        latents.append(z.half())
         _, seed, frames, height, width = key[:5]
         scenes.append(sample_scene(seed, width, height, frames))
     shapes = {tuple(z.shape) for z in latents}
     if len(shapes) > 1:
-        raise SystemExit(f"{folder} holds latents of several sizes {sorted(shapes)}: one bucket a reader")
+        raise SystemExit(f"{cache.dir} holds latents of several sizes {sorted(shapes)}: one bucket a reader")
     return (torch.stack(latents) if latents else torch.empty(0)), scenes
 
 
 def reader(a) -> None:
     pipe = KinemaPipeline.from_pretrained(a.model)
-    folder = Path(a.cache) / encoder_fingerprint(pipe.vae)
-    z, scenes = cached_world_clips(folder)
+    cache = LatentCache(pipe.vae, a.cache)
+    z, scenes = cached_world_clips(cache)
     if len(z) < 2 * a.holdout:
-        raise SystemExit(f"{folder} holds {len(z)} world clips of this model's autoencoder; a reader needs "
+        raise SystemExit(f"{cache.dir} holds {len(z)} world clips of this model's autoencoder; a reader needs "
                          f"thousands: run the DiT recipe with latent_cache_dir = {a.cache!r} first")
     print(f"{len(z)} cached world clips {tuple(z.shape[1:])}; {a.holdout} held out", flush=True)
     t0 = time.time()

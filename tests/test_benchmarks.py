@@ -536,7 +536,9 @@ def test_cached_world_clips_reads_a_latent_cache(tmp_path):
     for seed in (3, 1, 2):
         cache[("world", seed, 5, 32, 32)] = torch.full((4, 2, 4, 4), float(seed))
     cache[("world", 4, 5, 32, 32, "turning", "clockwise")] = torch.full((4, 2, 4, 4), 4.0)
-    z, scenes = train_verifier.cached_world_clips(cache.dir)
+    (cache.dir / "ab").mkdir(exist_ok=True)
+    (cache.dir / "ab" / "broken.safetensors").write_bytes(b"not a safetensors file")  # skipped, as a lookup would
+    z, scenes = train_verifier.cached_world_clips(cache)
     assert z.shape == (4, 4, 2, 4, 4)
     by_value = {int(zi[0, 0, 0, 0]): s for zi, s in zip(z, scenes)}
     assert {k: s.objects for k, s in by_value.items()} == {i: sample_scene(i, 32, 32, 5).objects for i in (1, 2, 3, 4)}

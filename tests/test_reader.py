@@ -5,7 +5,7 @@ import torch
 from kinema.models.dit import DiT, DiTConfig
 from kinema.models.reader import (ATTRIBUTES, BACKGROUNDS, COLOURS, IGNORE, ReaderConfig, SceneReader,
                                   claim_features, load_reader, reader_accuracy, save_reader, scene_targets,
-                                  train_reader)
+                                  split_logits, train_reader)
 from kinema.models.verifier import (NUM_READER, Verifier, VerifierConfig, fit_verifier, load_verifier,
                                     num_features, save_verifier, verifier_features)
 from kinema.world.scene import sample_scene
@@ -29,16 +29,12 @@ class FixedReader(SceneReader):
 
     def forward(self, z):
         obj = torch.full((len(z), len(COLOURS), 1 + sum(map(len, ATTRIBUTES.values()))), -4.0)
-        i = {"present": 0}
-        start = 1
-        for name, values in ATTRIBUTES.items():
-            i[name] = start
-            start += len(values)
-        for colour, shape, motion in (("red", "square", "left"), ("blue", "circle", None)):
+        parts = split_logits(obj)  # views into obj
+        for colour, shape, motion in (("red", "square", "left"), ("blue", "circle", "still")):
             k = COLOURS.index(colour)
-            obj[:, k, 0] = 4.0
-            obj[:, k, i["shape"] + ATTRIBUTES["shape"].index(shape)] = 4.0
-            obj[:, k, i["motion"] + ATTRIBUTES["motion"].index(motion or "still")] = 4.0
+            parts["present"][:, k] = 4.0
+            parts["shape"][:, k, ATTRIBUTES["shape"].index(shape)] = 4.0
+            parts["motion"][:, k, ATTRIBUTES["motion"].index(motion)] = 4.0
         scene = torch.full((len(z), len(BACKGROUNDS) + 2), -4.0)
         scene[:, BACKGROUNDS.index("black")] = 4.0
         scene[:, len(BACKGROUNDS) + 1] = 4.0  # two objects

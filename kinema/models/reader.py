@@ -16,8 +16,8 @@ square and a blue circle" and "a blue square and a red circle" are different rea
              scene slot: background (3), count (2)
 
 `claim_features` scores a prompt's claims under a reading: log p of each attribute the prompt
-names, as the judge checks only those (an object without a named colour takes its best colour), summed and the worst one; a prompt the world's parser does
-not read gets zeros (no opinion: every candidate of it ties). The verifier adds those two numbers
+names, as the judge checks only those (an object without a named colour takes its best colour),
+summed and the worst one; a prompt the world's parser does not read gets zeros (no opinion: every candidate of it ties). The verifier adds those two numbers
 to the DiT's features (kinema/models/verifier.py); its head fits how much to trust them.
 """
 from __future__ import annotations
@@ -204,11 +204,11 @@ def claim_features(reader: SceneReader, z: Tensor, prompts: list[str]) -> Tensor
         if claims.background:
             terms.append(background[i, BACKGROUNDS.index(claims.background)])
         for o in claims.objects:
+            said = {name: getattr(o, name) for name in ATTRIBUTES if getattr(o, name) is not None}
             options = []  # per candidate colour: the object's claim terms
             for k in (range(len(COLOURS)) if o.colour is None else [COLOURS.index(o.colour)]):
-                said = {"shape": o.shape, "size": o.size, "motion": o.motion, "speed": o.speed}
                 options.append([present[i, k]] + [attr[name][i, k, ATTRIBUTES[name].index(v)]
-                                                  for name, v in said.items() if v is not None])
+                                                  for name, v in said.items()])
             terms += max(options, key=lambda t: float(sum(t)))
         t = torch.stack(terms)
         out[i] = torch.stack([t.sum(), t.min()])

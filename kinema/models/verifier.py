@@ -150,8 +150,6 @@ def fit_verifier(features: Tensor, passed: Tensor, cfg: VerifierConfig, max_iter
     model.std.copy_(features.float().std(0).clamp_min(1e-6))
     nn.init.zeros_(model.head.weight)
     nn.init.zeros_(model.head.bias)
-    if reader is not None:
-        reader.requires_grad_(False)
     opt = torch.optim.LBFGS(model.head.parameters(), lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():

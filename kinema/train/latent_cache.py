@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..config import to_dict
 from ..text.cache import load_file_checked, save_file_atomic
@@ -77,6 +79,22 @@ class LatentCache:
         self.memory[key] = z
         if self.dir is not None:
             self._store(key, z)
+
+    def stored(self) -> Iterator[tuple[tuple, torch.Tensor]]:
+        """Every (key, latent) on disk, in path order, not kept in memory: a pool's latents for
+        another model to learn from (scripts/train_verifier.py reader). A file that a lookup of its
+        own key would not load (another format, another path, unreadable) is skipped."""
+        if self.dir is None:
+            return
+        for path in sorted(self.dir.glob("*/*.safetensors")):
+            try:
+                with safe_open(path, framework="pt") as f:
+                    key = tuple(json.loads((f.metadata() or {})["key"]))
+            except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+                continue
+            z = self._load(key) if self.path(key) == path else None
+            if z is not None:
+                yield key, z
 
     @staticmethod
     def _key_text(key: tuple) -> str:
