@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from kinema.models.dit import DiT, DiTConfig
-from kinema.models.reader import (ATTRIBUTES, BACKGROUNDS, COLOURS, IGNORE, ReaderConfig, SceneReader,
-                                  claim_features, load_reader, reader_accuracy, save_reader, scene_targets,
+from kinema.models.reader import (ATTRIBUTES, BACKGROUNDS, CLAIMS, COLOURS, IGNORE, ReaderConfig, SceneReader,
+                                  attribute_features, claim_features, load_reader, reader_accuracy, save_reader, scene_targets,
                                   split_logits, train_reader)
 from kinema.models.verifier import (NUM_READER, Verifier, VerifierConfig, fit_verifier, load_verifier,
                                     num_features, save_verifier, verifier_features)
@@ -56,6 +56,22 @@ def test_claims_score_the_reading_with_binding_and_colourless_objects():
     assert f[-1].tolist() == [0.0, 0.0]  # the world's parser does not read it: no opinion
     assert (f[:-1, 1] <= 0).all() and (f[:-1, 1] >= f[:-1, 0] - 1e-6).all()  # the worst term: in [sum, 0]
 
+
+
+def test_attribute_features_are_the_worst_claim_of_each_kind():
+    reader = FixedReader(SMALL)
+    prompts = ["a red square moving left and a blue circle", "a red circle and a blue square on a gray background",
+               "a square", "hello there"]
+    z = torch.zeros(len(prompts), 24, 2, 4, 4)
+    a, f = attribute_features(reader, z, prompts), claim_features(reader, z, prompts)
+    assert a.shape == (4, len(CLAIMS))
+    assert torch.allclose(a[:-1].min(1).values, f[:-1, 1], atol=1e-5)  # the worst kind holds the worst claim
+    assert a[-1].tolist() == [0.0] * len(CLAIMS)  # not read: no opinion
+    col = dict(zip(CLAIMS, a.T))
+    assert col["motion"][0] < 0 and col["motion"][1] == 0  # only the first prompt says a motion
+    assert col["background"][1] < -5 and col["background"][0] == 0  # the reading's background is not gray
+    assert col["shape"][1] < col["shape"][0] - 5  # shapes bound to the wrong colours
+    assert col["count"][2] < col["count"][0] - 5  # one object claimed, two read
 
 def planted(scenes):
     """Latents that show each scene: object n's colour and shape one-hot in channels, in half n."""

@@ -154,3 +154,34 @@ def test_a_verifier_for_other_weights_is_ignored_and_not_exported(parts, tmp_pat
         out = export_model(folder, tmp_path / "half", dtype="fp16")
     assert not (out / VERIFIER_DIR).exists()
     assert json.loads((out / "model_index.json").read_text())["dit"] == "dit"
+
+
+def test_picker_probe_remakes_the_candidates_the_pipeline_chooses_among(parts):
+    """scripts/picker_probe.py: pipe([p] * K) with the video's generator makes the K candidates of
+    pipe(p, num_candidates=K); the verifier's pick among them is the video the pipeline returns."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import picker_probe
+
+    from kinema.eval.suite import video_seed
+
+    vae, dit = parts
+    pipe = KinemaPipeline(vae, dit, HashEncoder(), verifier=fitted_for(dit))
+    pipe.defaults = dataclasses.replace(pipe.defaults, num_frames=5, height=32, width=32, num_inference_steps=2)
+    prompt = SimpleNamespace(id=7, text=TWO)
+    out = pipe(TWO, num_candidates=3, generator=torch.Generator().manual_seed(video_seed(7, 1)), progress=False)
+    rows = picker_probe.candidates(pipe, prompt, 1, 3)
+    assert [(r["id"], r["b"], r["k"]) for r in rows] == [(7, 1, 0), (7, 1, 1), (7, 1, 2)]
+    assert all(set(r["attrs"]) >= {"count", "colour", "shape", "motion"} for r in rows)
+    best = rows[int(out.scores[0].argmax())]["z"]
+    assert torch.allclose(best, out.latents[0], atol=1e-5)
+    # picking: the highest score's candidate, within the asked batches
+    for r, ok in zip(rows, [False, True, False]):
+        r["pass"] = ok
+    more = [dict(r, b=2, **{"pass": True}) for r in rows]
+    assert picker_probe.picked(rows, torch.tensor([3.0, 1.0, 2.0]), (1,)) == 0
+    assert picker_probe.picked(rows, torch.tensor([1.0, 3.0, 2.0]), (1,)) == 1
+    assert picker_probe.picked(rows + more, torch.tensor([3.0, 1.0, 2.0, 0.0, 0.0, 9.0]), (1, 2)) == 1

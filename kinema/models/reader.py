@@ -182,36 +182,66 @@ def reader_accuracy(reader: SceneReader, z: Tensor, scenes: list, batch: int = 2
     return out
 
 
+CLAIMS = ["present", *ATTRIBUTES, "background", "count"]  # what a prompt's claims are about
+
+
 @torch.no_grad()
-def claim_features(reader: SceneReader, z: Tensor, prompts: list[str]) -> Tensor:
-    """(B, 2): log p of the prompt's claims under the reading of z, summed and the lowest one
-    (zeros for a prompt the world's parser does not read)."""
+def claim_terms(reader: SceneReader, z: Tensor, prompts: list[str]) -> list[dict[str, list[Tensor]] | None]:
+    """Per prompt, log p of each of its claims under the reading of z, by what the claim is about
+    (CLAIMS: an object's presence, shape, size, motion, speed; the background; the count); None for
+    a prompt the world's parser does not read. An object without a named colour takes the colour
+    whose claims are likeliest."""
     obj, scene = reader(z)
     parts = split_logits(obj)
     present = F.logsigmoid(parts["present"])  # (B, 8)
     attr = {name: F.log_softmax(parts[name], -1) for name in ATTRIBUTES}  # (B, 8, n)
     background = F.log_softmax(scene[:, :len(BACKGROUNDS)], -1)
     count = F.log_softmax(scene[:, len(BACKGROUNDS):], -1)
-    out = torch.zeros(len(prompts), 2)
+    out = []
     for i, text in enumerate(prompts):
         try:
             claims = parse_prompt(text)
         except PromptError:
+            out.append(None)
             continue
         if not 1 <= len(claims.objects) <= NUM_COUNTS:
+            out.append(None)
             continue
-        terms = [count[i, len(claims.objects) - 1]]
+        terms = {name: [] for name in CLAIMS}
+        terms["count"].append(count[i, len(claims.objects) - 1])
         if claims.background:
-            terms.append(background[i, BACKGROUNDS.index(claims.background)])
+            terms["background"].append(background[i, BACKGROUNDS.index(claims.background)])
         for o in claims.objects:
             said = {name: getattr(o, name) for name in ATTRIBUTES if getattr(o, name) is not None}
             options = []  # per candidate colour: the object's claim terms
             for k in (range(len(COLOURS)) if o.colour is None else [COLOURS.index(o.colour)]):
-                options.append([present[i, k]] + [attr[name][i, k, ATTRIBUTES[name].index(v)]
-                                                  for name, v in said.items()])
-            terms += max(options, key=lambda t: float(sum(t)))
-        t = torch.stack(terms)
-        out[i] = torch.stack([t.sum(), t.min()])
+                options.append({"present": present[i, k],
+                                **{name: attr[name][i, k, ATTRIBUTES[name].index(v)] for name, v in said.items()}})
+            for name, v in max(options, key=lambda t: float(sum(t.values()))).items():
+                terms[name].append(v)
+        out.append(terms)
+    return out
+
+
+def claim_features(reader: SceneReader, z: Tensor, prompts: list[str]) -> Tensor:
+    """(B, 2): log p of the prompt's claims under the reading of z, summed and the lowest one
+    (zeros for a prompt the world's parser does not read)."""
+    out = torch.zeros(len(prompts), 2)
+    for i, terms in enumerate(claim_terms(reader, z, prompts)):
+        if terms is not None:
+            t = torch.stack([v for name in CLAIMS for v in terms[name]])
+            out[i] = torch.stack([t.sum(), t.min()])
+    return out
+
+
+def attribute_features(reader: SceneReader, z: Tensor, prompts: list[str]) -> Tensor:
+    """(B, len(CLAIMS)): per kind of claim, the lowest log p of the prompt's claims of that kind
+    (0 where the prompt makes none, or is not read); scripts/picker_probe.py measures these as
+    verifier features."""
+    out = torch.zeros(len(prompts), len(CLAIMS))
+    for i, terms in enumerate(claim_terms(reader, z, prompts)):
+        if terms is not None:
+            out[i] = torch.tensor([float(min(terms[n])) if terms[n] else 0.0 for n in CLAIMS])
     return out
 
 
