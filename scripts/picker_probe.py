@@ -27,15 +27,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from kinema.data.loader import from_model_range, to_model_range
 from kinema.eval.judge import judge
 from kinema.eval.suite import attribute_outcomes, suite_prompts, video_seed
 from kinema.models.reader import CLAIMS, attribute_features
-from kinema.models.verifier import verifier_features
+from kinema.models.verifier import VerifierConfig, fit_verifier
 from kinema.pipelines import KinemaPipeline
-from kinema.world.parse import swap_objects
+from train_verifier import features_of  # scripts/: the verifier's features of sampled rows
 
 
 def candidates(pipe: KinemaPipeline, prompt, batch: int, K: int) -> list[dict]:
@@ -78,19 +77,17 @@ def reencoded(pipe: KinemaPipeline, z: torch.Tensor) -> torch.Tensor:
 def features(pipe: KinemaPipeline, rows: list[dict], batch: int = 8, reencode: bool = False) -> dict[str, torch.Tensor]:
     """The verifier's logit (N,) and the reader's attribute features (N, len(CLAIMS)) of each
     candidate; with `reencode`, also "reread": the reader's features of the re-encoded candidate."""
-    ver, logit, attr, reread = pipe.verifier, [], [], []
+    ver, attr, reread = pipe.verifier, [], []
     if ver is None or ver.reader is None:
         raise SystemExit("this model has no verifier with a scene reader (scripts/train_verifier.py fits one)")
+    logit = ver(features_of(pipe, rows, ver.cfg, ver.reader, batch))
     for i in range(0, len(rows), batch):
         part = rows[i:i + batch]
         prompts, z = [r["read_as"] for r in part], torch.stack([r["z"] for r in part])
-        X = verifier_features(pipe.dit, pipe.text_encoder.encode, z, prompts, [swap_objects(p) or p for p in prompts],
-                              ver.cfg, ver.reader)
-        logit.append(ver(X))
         attr.append(attribute_features(ver.reader, z, prompts))
         if reencode:
             reread.append(attribute_features(ver.reader, reencoded(pipe, z), prompts))
-    return {"logit": torch.cat(logit), "attr": torch.cat(attr), **({"reread": torch.cat(reread)} if reencode else {})}
+    return {"logit": logit, "attr": torch.cat(attr), **({"reread": torch.cat(reread)} if reencode else {})}
 
 
 def picked(rows: list[dict], score: torch.Tensor, batches=None) -> int:
@@ -100,24 +97,6 @@ def picked(rows: list[dict], score: torch.Tensor, batches=None) -> int:
         if r["b"] in (batches or (0,)):
             by[r["id"]].append((s, -r["k"], r["pass"]))
     return sum(max(c)[2] for c in by.values())
-
-
-def logistic(x: torch.Tensor, y: torch.Tensor, l2: float):
-    """A standardised logistic regression fitted by L-BFGS; returns the scoring function."""
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits((x - mean) / std @ w + b, y) + l2 / 2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return lambda v: ((v - mean) / std @ w).detach()
 
 
 def report(a) -> None:
@@ -155,12 +134,12 @@ def report(a) -> None:
     if a.fit:
         train = torch.load(a.fit, weights_only=False)
         g = features(pipe, train)
-        y = torch.tensor([r["pass"] for r in train]).float()
+        y = torch.tensor([r["pass"] for r in train])
         for name, cols in (("logit", lambda d: d["logit"][:, None]), ("reader", lambda d: d["attr"]),
                            ("logit + reader", lambda d: torch.cat([d["logit"][:, None], d["attr"]], 1))):
             for l2 in (0.0, 0.01, 0.1):
-                score = logistic(cols(g).detach(), y, l2)
-                print(f"fitted on {len(train)} --fit candidates, {name}, l2 {l2}: pick {picked(rows, score(cols(f).detach()))}")
+                head = fit_verifier(cols(g).detach(), y, VerifierConfig(l2=l2))  # the verifier's own head fit
+                print(f"fitted on {len(train)} --fit candidates, {name}, l2 {l2}: pick {picked(rows, head(cols(f).detach()))}")
 
 
 def main(argv: list[str] | None = None) -> int:

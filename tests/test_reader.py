@@ -57,7 +57,6 @@ def test_claims_score_the_reading_with_binding_and_colourless_objects():
     assert (f[:-1, 1] <= 0).all() and (f[:-1, 1] >= f[:-1, 0] - 1e-6).all()  # the worst term: in [sum, 0]
 
 
-
 def test_attribute_features_are_the_worst_claim_of_each_kind():
     reader = FixedReader(SMALL)
     prompts = ["a red square moving left and a blue circle", "a red circle and a blue square on a gray background",
@@ -72,6 +71,7 @@ def test_attribute_features_are_the_worst_claim_of_each_kind():
     assert col["background"][1] < -5 and col["background"][0] == 0  # the reading's background is not gray
     assert col["shape"][1] < col["shape"][0] - 5  # shapes bound to the wrong colours
     assert col["count"][2] < col["count"][0] - 5  # one object claimed, two read
+
 
 def planted(scenes):
     """Latents that show each scene: object n's colour and shape one-hot in channels, in half n."""
