@@ -169,6 +169,76 @@ def guided_velocity_fn(model_fn: Callable, cond: Any, uncond: Any, guidance_scal
     return velocity_fn
 
 
+GUIDANCE_MODES = ("clean", "noisy", "through")  # what a guiding classifier reads: see classifier_guided_velocity_fn
+
+
+def classifier_guided_velocity_fn(velocity_fn: VelocityFn, log_prob: Callable[[Tensor, Tensor], Tensor],
+                                  scale: float, t_range: tuple[float, float] = (0.0, 1.0),
+                                  mode: str = "clean") -> VelocityFn:
+    """Classifier guidance (Dhariwal & Nichol 2021) on the velocity, at noise levels t in `t_range`.
+
+    `log_prob(sample, t)` maps (B, ...) samples and (B,) times to (B,) log p(claims | sample), with
+    a gradient in the sample. v = eps - x0 with x0 = (x - t eps) / (1 - t) is v = (eps - x) / (1 - t),
+    and eps = -t * score, so adding d log p / d x_t to the score gives v' = v - t / (1 - t) d log p / d x_t.
+    - "noisy": a classifier of x_t itself, trained along the path:
+      v' = v - scale * t / (1 - t) * d log p(claims | x_t) / d x_t.
+    - "through": a classifier of clean samples read on the clean estimate x0(x_t) = x_t - t v(x_t),
+      its gradient taken through the denoiser (universal guidance, Bansal et al. 2023; DPS):
+      v' = v - scale * t / (1 - t) * d log p(claims | x0(x_t)) / d x_t. One backward pass of the
+      denoiser a guided step (velocity_fn must be differentiable).
+    - "clean": the same classifier on the clean estimate, the gradient stopped at x0 (no backward
+      through the denoiser): v' = v - scale * d log p(claims | x0) / d x0, moving x0 by scale * t.
+    The t / (1 - t) modes need a range that ends below t = 1. Outside `t_range`, at scale 0, and where
+    log_prob has no gradient (nothing to read), velocity_fn's v is returned unchanged."""
+    if mode not in GUIDANCE_MODES:
+        raise ValueError(f"classifier guidance mode must be one of {GUIDANCE_MODES}, got {mode!r}")
+    lo, hi = check_time_range(t_range)
+    if mode != "clean" and hi >= 1.0:
+        raise ValueError(f"{mode} classifier guidance weighs the gradient by t / (1 - t): its range must end "
+                         "below t = 1")
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        tt = float(t[0])
+        if scale == 0.0 or not lo <= tt <= hi:
+            return velocity_fn(x, t)
+        if mode == "through":  # the denoiser's pass is part of the graph
+            with torch.enable_grad():
+                at = x.detach().requires_grad_(True)
+                v = velocity_fn(at, t)
+                lp = log_prob(at - _expand(t, at) * v, t)
+        else:  # the denoiser runs as usual; only the classifier's pass is differentiated
+            v = velocity_fn(x, t)
+            with torch.enable_grad():
+                at = (x if mode == "noisy" else x - _expand(t, x) * v).detach().requires_grad_(True)
+                lp = log_prob(at, t)
+        v = v.detach()
+        if not lp.requires_grad:  # nothing to read (no claims): no push
+            return v
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(lp.sum(), at)
+        weight = scale if mode == "clean" else scale * tt / (1.0 - tt)
+        return v - weight * grad.to(v.dtype)
+
+    return guided
+
+
+def resample_particles(x: Tensor, log_weights: Tensor, groups: int, generator: torch.Generator | None = None) -> Tensor:
+    """Sequential Monte Carlo's resampling step (as in Feynman-Kac steering, Singhal et al. 2025):
+    x (groups * K, ...) holds each group's K particles side by side; each group's particles are
+    drawn anew, K times with replacement, with probability softmax(log_weights) within the group
+    (multinomial, from `generator` on the CPU). A group whose weights are all equal has nothing to
+    tell its particles apart: it keeps them as they are."""
+    K = x.shape[0] // groups
+    if K * groups != x.shape[0] or log_weights.shape != (x.shape[0],):
+        raise ValueError(f"{x.shape[0]} particles and {tuple(log_weights.shape)} weights are not {groups} groups of K")
+    lw = log_weights.detach().float().cpu().view(groups, K)
+    pick = torch.multinomial(torch.softmax(lw, dim=1), K, replacement=True, generator=generator)  # (groups, K)
+    level = (lw == lw[:, :1]).all(1)  # (groups,)
+    pick[level] = torch.arange(K)
+    index = (pick + K * torch.arange(groups)[:, None]).flatten()
+    return x[index.to(x.device)]
+
+
 def sampler_step(x: Tensor, v: Tensor, t: float, t_next: float, eta: float = 0.0,
                  fresh: Tensor | None = None) -> Tensor:
     """x at t_next < t from x at t and the velocity v there.
@@ -195,7 +265,8 @@ def sampler_step(x: Tensor, v: Tensor, t: float, t_next: float, eta: float = 0.0
 @torch.no_grad()
 def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: float = 1.0,
                  progress: Any = None, start: float = 1.0, eta: float = 0.0,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None,
+                 on_step: Callable[[Tensor, float], Tensor] | None = None) -> Tensor:
     """Integrate dx/dt = v from t=1 (noise) to t=0 with `steps` Euler steps; returns the x0 estimate.
 
     velocity_fn(x, t) gets t of shape (B,). `progress` is optional: an object with .update(n)
@@ -204,6 +275,8 @@ def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: floa
     start < 1 (SDEdit): `noise` is x at t = start, and the steps are the grid's times below it.
     eta > 0: stochastic steps (`sampler_step`), their fresh noise drawn on the CPU from
     `generator` (the same draws on any device), after the draws that made `noise`.
+    on_step(x, t_next) -> x, if given, sees each step's result and may replace it (diffusers'
+    callback_on_step_end): e.g. resampling particles (`resample_particles`).
     """
     if not 0.0 <= start <= 1.0:
         raise ValueError(f"start must lie in [0, 1], got {start}")
@@ -220,6 +293,8 @@ def euler_sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, shift: floa
         if eta > 0.0 and t_next > 0.0:
             fresh = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
         x = sampler_step(x, v.to(x.dtype), t, t_next, eta, fresh)
+        if on_step is not None:
+            x = on_step(x, t_next)
         if hasattr(progress, "update"):
             progress.update(1)
         elif progress is not None:

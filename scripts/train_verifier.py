@@ -4,6 +4,9 @@
     #    cached (their scenes are known exactly), for 2 more verifier features
     python scripts/train_verifier.py reader kinema/weights/default --cache runs/cache/latents \\
         --out runs/verifier/reader
+    #    (--render N first renders and encodes N world clips into --cache: no DiT run needed;
+    #    --noisy trains a reader of x_t at every noise level, a guide for reader guidance and
+    #    steering, docs/training.md)
     # 1. sample: the model's videos of world prompts no eval uses (ids >= 400 of shapes-v1-trained;
     #    the test takes 0-199, tuning 200-399), `--candidates` seeds each, judged by the world's judge
     python scripts/train_verifier.py sample kinema/weights/default --first 400 --prompts 1200 \\
@@ -28,18 +31,21 @@ from pathlib import Path
 
 import torch
 
+from kinema.data.loader import to_model_range
 from kinema.eval.judge import judge
 from kinema.eval.suite import attribute_outcomes, suite_prompts, video_seed
-from kinema.models.reader import load_reader, reader_accuracy, save_reader, train_reader
+from kinema.models.reader import ReaderConfig, load_reader, reader_accuracy, save_reader, train_reader
 from kinema.models.verifier import (VerifierConfig, dit_fingerprint, fit_verifier, save_verifier,
                                     verifier_features)
 from kinema.pipelines import KinemaPipeline
 from kinema.pipelines.pipeline import INDEX_FILE, VERIFIER_DIR
 from kinema.train.latent_cache import LatentCache
+from kinema.world.render import render
 from kinema.world.parse import swap_objects
 from kinema.world.scene import sample_scene
 
 FIRST_UNUSED = 400  # prompts 0-199 are the adherence test, 200-399 the tuning set
+RENDER_SEED = 7_000_000  # world clips `reader --render` makes (a training pool's seeds are 63-bit hashes: clip_seed)
 
 
 def sample(a) -> None:
@@ -84,18 +90,41 @@ def cached_world_clips(cache: LatentCache) -> tuple[torch.Tensor, list]:
     return (torch.stack(latents) if latents else torch.empty(0)), scenes
 
 
+def render_world_clips(pipe: KinemaPipeline, cache: LatentCache, n: int, first_seed: int = RENDER_SEED,
+                       batch: int = 64) -> None:
+    """Render and encode world clips first_seed .. first_seed + n at the model's default size into
+    `cache` (the keys a DiT training run's pool uses), skipping those already there: a reader's
+    clips without the DiT recipe's cache."""
+    from tqdm import tqdm
+
+    d = pipe.defaults
+    keys = [k for k in (("world", first_seed + i, d.num_frames, d.height, d.width) for i in range(n)) if k not in cache]
+    for i in tqdm(range(0, len(keys), batch), desc="render + encode", unit="batch"):
+        part = keys[i:i + batch]
+        clips = torch.stack([to_model_range(render(sample_scene(k[1], k[4], k[3], k[2]))) for k in part])
+        with torch.no_grad():
+            z = pipe.vae.normalize(pipe.vae.encode(clips).mode())  # (B, C, T', h, w)
+        for k, zk in zip(part, z):
+            cache[k] = zk.clone()
+
+
 def reader(a) -> None:
     pipe = KinemaPipeline.from_pretrained(a.model)
     cache = LatentCache(pipe.vae, a.cache)
+    if a.render:
+        render_world_clips(pipe, cache, a.render)
     z, scenes = cached_world_clips(cache)
     if len(z) < 2 * a.holdout:
         raise SystemExit(f"{cache.dir} holds {len(z)} world clips of this model's autoencoder; a reader needs "
                          f"thousands: run the DiT recipe with latent_cache_dir = {a.cache!r} first")
     print(f"{len(z)} cached world clips {tuple(z.shape[1:])}; {a.holdout} held out", flush=True)
     t0 = time.time()
-    model = train_reader(z[a.holdout:], scenes[a.holdout:], epochs=a.epochs, seed=a.seed)
-    acc = reader_accuracy(model, z[:a.holdout].float(), scenes[:a.holdout])
-    print(f"held-out clips read right ({time.time() - t0:.0f}s): " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()))
+    cfg = ReaderConfig(latent_channels=z.shape[1], grid=tuple(z.shape[2:]), noisy=a.noisy)
+    model = train_reader(z[a.holdout:], scenes[a.holdout:], cfg, epochs=a.epochs, seed=a.seed)
+    for t in (0.0, 0.3, 0.5, 0.7, 0.9) if a.noisy else (None,):
+        acc = reader_accuracy(model, z[:a.holdout].float(), scenes[:a.holdout], t=t)
+        print(f"held-out clips read right{'' if t is None else f' at t = {t}'} ({time.time() - t0:.0f}s): "
+              + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()), flush=True)
     print(f"wrote {save_reader(model, a.out)}")
 
 
@@ -171,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("model")
     r.add_argument("--cache", default="runs/cache/latents", help="the DiT recipe's latent_cache_dir")
     r.add_argument("--out", default="runs/verifier/reader")
+    r.add_argument("--render", type=int, default=0, metavar="N",
+                   help=f"first render and encode N world clips (seeds {RENDER_SEED}..) into --cache: no DiT run needed")
+    r.add_argument("--noisy", action="store_true",
+                   help="a noisy reader: reads x_t at any noise level t, a guide for the pipeline's reader_guidance")
     r.add_argument("--epochs", type=int, default=16)
     r.add_argument("--holdout", type=int, default=1000, help="clips kept out of training, to report accuracy")
     r.add_argument("--seed", type=int, default=0)

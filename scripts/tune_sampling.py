@@ -13,6 +13,10 @@ classifier-free-guided velocity, the guide being a weaker model on the same late
 encoder (an earlier Kinema default, say); `--guidance 1 --autoguidance W` is autoguidance alone.
 `--guide-skip-blocks K ...` makes the guide the model itself with blocks K skipped (spatiotemporal
 skip guidance, Hyung et al. 2024, STG-R: a training-free "bad version" aimed at temporal coherence).
+
+Reader guidance and steering (docs/training.md): `--reader-guidance S ... --reader-range LO:HI ...
+[--reader-mode clean|through] [--guide NOISY_READER]`; `--candidates K --guide NOISY_READER --steer
+T1,T2:LAMBDA ...`. `--objects 2` keeps the two-object prompts only.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import time
 import torch
 
 from kinema.eval.suite import run_suite, suite_prompts
+from kinema.models.reader import load_reader
 from kinema.pipelines import KinemaPipeline
 from kinema.pipelines.pipeline import dit_folder, load_dit
 
@@ -105,6 +110,17 @@ def main() -> None:
     ap.add_argument("--guidance-interval", nargs="+", default=["0:1"], metavar="LO:HI[:G]",
                     help="--guidance only at noise levels t in [LO, HI] (t = 1 is pure noise), G elsewhere "
                          "(default 1: none); several to compare")
+    ap.add_argument("--reader-guidance", type=float, nargs="+", default=[None],
+                    help="scale of guidance by the verifier's scene reader (pipeline reader_guidance; default: the model's)")
+    ap.add_argument("--reader-range", nargs="+", default=[None], metavar="LO:HI",
+                    help="the noise levels reader guidance acts at (default: the model's)")
+    ap.add_argument("--reader-mode", choices=["clean", "through"], help="how the verifier's (clean) reader guides "
+                    "(pipeline reader_guidance_mode; default: the model's)")
+    ap.add_argument("--guide", help="a noisy scene reader folder (train_verifier.py reader --noisy) for --reader-guidance")
+    ap.add_argument("--steer", nargs="+", default=[None], metavar="T1,T2,...:LAMBDA",
+                    help="resample the K candidates at these noise levels by the --guide reader, weights exp(LAMBDA log p)")
+    ap.add_argument("--candidates", type=int, default=None, help="best of K by the verifier (default: the model's)")
+    ap.add_argument("--objects", type=int, nargs="+", default=[1, 2], help="only prompts of these object counts")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write the table here too")
     a = ap.parse_args()
@@ -127,13 +143,28 @@ def main() -> None:
     wrapped = a.autoguidance != [1.0] or a.guidance_interval != ["0:1"]
     if wrapped and pipe.dit_high is not None and (a.expert_boundary != [None]):
         ap.error("autoguidance and guidance intervals wrap the base DiT only: add --expert-boundary off")
-    prompts = suite_prompts(a.suite, a.first + a.prompts)[a.first:]
+    prompts = [p for p in suite_prompts(a.suite, a.first + a.prompts)[a.first:] if p.num_objects in a.objects]
+    if a.guide:
+        pipe.guide = load_reader(a.guide)
+    if a.reader_mode:
+        pipe.defaults.reader_guidance_mode = a.reader_mode
+    if a.candidates is not None:
+        pipe.check_inputs("x", 17, pipe.defaults.height, pipe.defaults.width, 1, 1.0, num_candidates=a.candidates)
+        pipe.defaults.num_candidates = a.candidates
+    model_reading = (pipe.defaults.reader_guidance, pipe.defaults.reader_guidance_range)
+    readings = [(model_reading[0] if rg is None else rg,
+                 model_reading[1] if rr is None else tuple(float(v) for v in rr.split(":")),
+                 (pipe.defaults.steer_times, pipe.defaults.steer_strength) if st is None else
+                 (tuple(float(v) for v in st.split(":")[0].split(",")), float(st.split(":")[1])))
+                for rg in a.reader_guidance for rr in a.reader_range for st in a.steer]
     rows = []
     intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
     model_binding = pipe.defaults.binding_guidance
-    for g, s, sh, ag, iv, eta, bg, eb in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals,
-                                                           a.eta, a.binding_guidance, a.expert_boundary):
+    for g, s, sh, ag, iv, eta, bg, eb, rd in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals,
+                                                               a.eta, a.binding_guidance, a.expert_boundary, readings):
         pipe.defaults.shift = sh
+        pipe.defaults.reader_guidance, pipe.defaults.reader_guidance_range = rd[:2]
+        pipe.defaults.steer_times, pipe.defaults.steer_strength = rd[2]
         pipe.expert_boundary = model_boundary if eb == "model" else eb
         plain = ag == 1.0 and iv == (0.0, 1.0)
         # the wrappers below read the pipeline's [caption; empty] halves: no binding guidance's third pass
@@ -149,7 +180,10 @@ def main() -> None:
         rows.append({"guidance": g, "steps": s, "shift": sh, "eta": run.settings["eta"],
                      "binding_guidance": run.settings["binding_guidance"], **({"autoguidance": ag} if guide else {}),
                      **({"expert_boundary": pipe.expert_boundary} if pipe.dit_high is not None else {}),
-                     **({"interval": list(iv)} if iv != (0.0, 1.0) else {}), "adherence": round(summary["rate"], 3), **by, **objects,
+                     **({"interval": list(iv)} if iv != (0.0, 1.0) else {}),
+                     **({"reader_guidance": rd[0], "reader_range": list(rd[1])} if rd[0] else {}),
+                     **({"steer_times": list(rd[2][0]), "steer_strength": rd[2][1]} if rd[2][0] else {}),
+                     "candidates": pipe.default_candidates, "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)

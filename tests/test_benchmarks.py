@@ -544,3 +544,32 @@ def test_cached_world_clips_reads_a_latent_cache(tmp_path):
     assert {k: s.objects for k, s in by_value.items()} == {i: sample_scene(i, 32, 32, 5).objects for i in (1, 2, 3, 4)}
     with pytest.raises(SystemExit, match="world clips"):
         train_verifier.main(["reader", "kinema/weights/default", "--cache", str(tmp_path / "none")])
+
+
+def test_render_world_clips_fills_a_cache_the_reader_stage_reads(tmp_path):
+    from types import SimpleNamespace
+
+    import train_verifier
+    from kinema.autoencoder import CausalVideoVAE, VAEConfig
+    from kinema.data.loader import to_model_range
+    from kinema.pipelines.pipeline import PipelineDefaults
+    from kinema.train.latent_cache import LatentCache
+    from kinema.world.render import render
+    from kinema.world.scene import sample_scene
+
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1), norm_groups=4)).eval()
+    pipe = SimpleNamespace(vae=vae, defaults=PipelineDefaults(num_frames=5, height=32, width=32))
+    cache = LatentCache(vae, tmp_path)
+    train_verifier.render_world_clips(pipe, cache, 3, first_seed=10, batch=2)
+    fresh = LatentCache(vae, tmp_path)  # read back from disk
+    z, scenes = train_verifier.cached_world_clips(fresh)
+    assert z.shape == (3, 4, 2, 4, 4)
+    assert sorted(map(repr, scenes)) == sorted(repr(sample_scene(seed, 32, 32, 5)) for seed in (10, 11, 12))
+    with torch.no_grad():
+        want = vae.normalize(vae.encode(to_model_range(render(sample_scene(11, 32, 32, 5)))[None]).mode())[0]
+    assert torch.allclose(fresh[("world", 11, 5, 32, 32)].float(), want, atol=1e-4)
+    encoded = []
+    vae.encode = lambda x: encoded.append(len(x)) or CausalVideoVAE.encode(vae, x)
+    train_verifier.render_world_clips(pipe, cache, 4, first_seed=10, batch=2)  # three are there: one to make
+    assert encoded == [1]

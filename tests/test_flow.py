@@ -234,3 +234,77 @@ def test_sample_timesteps_in_a_range_is_the_truncated_distribution():
     for bad in ((0.5, 0.5), (0.9, 0.1), (-0.1, 1.0), (0.0, 1.2), (0.5,), "ab"):
         with pytest.raises(ValueError, match="time range"):
             flow.sample_timesteps(2, t_range=bad)
+
+
+def test_classifier_guidance_pushes_up_the_log_prob_within_its_range():
+    target = torch.tensor([2.0, -1.0, 0.5])
+
+    def log_prob(sample, t):  # a Gaussian around `target`: its gradient is target - sample
+        return -0.5 * ((sample - target) ** 2).sum(-1)
+
+    velocity = lambda x, t: 0.3 * x + 0.1  # noqa: E731  any velocity
+    x, t = torch.randn(4, 3), torch.full((4,), 0.6)
+    v = velocity(x, t)
+    x0 = x - 0.6 * v
+    clean = flow.classifier_guided_velocity_fn(velocity, log_prob, 0.5, (0.2, 0.8))
+    with torch.no_grad():  # the sampler runs without grad; the guidance takes its own
+        g = clean(x, t)
+    assert torch.allclose(g, v - 0.5 * (target - x0), atol=1e-6)
+    assert (log_prob(x - 0.6 * g, t) > log_prob(x0, t)).all()  # the clean estimate it points at is likelier
+    assert torch.equal(clean(x, torch.full((4,), 0.9)), v)  # outside the range: untouched
+    assert torch.equal(flow.classifier_guided_velocity_fn(velocity, log_prob, 0.0)(x, t), v)
+    # noisy: the gradient at x_t itself, weighed t / (1 - t) (the score's share of the velocity)
+    noisy = flow.classifier_guided_velocity_fn(velocity, log_prob, 0.5, (0.2, 0.8), mode="noisy")
+    assert torch.allclose(noisy(x, t), v - 0.5 * 0.6 / 0.4 * (target - x), atol=1e-5)
+    # through: the clean estimate's gradient carried back through the denoiser, d x0 / d x = 1 - 0.6 * 0.3
+    through = flow.classifier_guided_velocity_fn(velocity, log_prob, 0.5, (0.2, 0.8), mode="through")
+    with torch.no_grad():
+        assert torch.allclose(through(x, t), v - 0.5 * 0.6 / 0.4 * (1 - 0.6 * 0.3) * (target - x0), atol=1e-5)
+    # a log-prob with no gradient (nothing to read) leaves the velocity as it is
+    unread = lambda sample, t: torch.zeros(len(sample))  # noqa: E731
+    assert torch.equal(flow.classifier_guided_velocity_fn(velocity, unread, 1.0)(x, t), v)
+    with pytest.raises(ValueError, match="lo < hi"):
+        flow.classifier_guided_velocity_fn(velocity, log_prob, 1.0, (0.8, 0.2))
+    with pytest.raises(ValueError, match="below t = 1"):
+        flow.classifier_guided_velocity_fn(velocity, log_prob, 1.0, (0.2, 1.0), mode="through")
+    with pytest.raises(ValueError, match="mode"):
+        flow.classifier_guided_velocity_fn(velocity, log_prob, 1.0, mode="noise")
+
+
+def test_noisy_guidance_samples_the_conditional_of_a_gaussian_mixture():
+    """Exact check on data at +-1 (half each): the classifier p(+ | x_t) is known in closed form,
+    and guidance at scale 1 by it samples the + component alone."""
+    def velocity(x, t):  # the exact rectified-flow velocity of the two-point data
+        tt = t[:, None]
+        w = torch.sigmoid(2 * (1 - tt) * x / tt ** 2)  # p(x0 = +1 | x_t)
+        x0 = 2 * w - 1
+        return (x - x0) / tt
+
+    def log_p_plus(x, t):
+        return torch.nn.functional.logsigmoid(2 * (1 - t[:, None]) * x / t[:, None] ** 2).sum(-1)
+
+    noise = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0))
+    plain = flow.euler_sample(velocity, noise, 200, start=0.999)
+    guided = flow.euler_sample(flow.classifier_guided_velocity_fn(velocity, log_p_plus, 1.0, (0.0, 0.999), "noisy"),
+                               noise, 200, start=0.999)
+    assert 0.4 < (plain > 0).float().mean() < 0.6
+    assert (guided > 0).float().mean() > 0.99
+
+
+def test_resample_particles_draws_within_each_group_by_weight():
+    x = torch.arange(8.0)[:, None].expand(8, 3)  # 2 groups of 4 particles, particle i holds i
+    g = torch.Generator().manual_seed(0)
+    lw = torch.tensor([0.0, 50.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # group 0: particle 1 dominates; group 1: level
+    out = flow.resample_particles(x, lw, 2, g)
+    assert out[:4, 0].tolist() == [1.0] * 4  # all copies of the heavy particle
+    assert out[4:, 0].tolist() == [4.0, 5.0, 6.0, 7.0]  # equal weights: kept as they are
+    # draws follow the weights, never leave their group, and follow the generator
+    lw = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4] * 2))
+    draws = torch.stack([flow.resample_particles(x, lw, 2, g)[:, 0] for _ in range(2000)])  # (2000, 8)
+    assert (draws[:, :4] < 4).all() and (draws[:, 4:] >= 4).all()
+    share = torch.stack([(draws[:, :4] == i).float().mean() for i in range(4)])
+    assert torch.allclose(share, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.02)
+    a = flow.resample_particles(x, lw, 2, torch.Generator().manual_seed(3))
+    assert torch.equal(a, flow.resample_particles(x, lw, 2, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="groups"):
+        flow.resample_particles(x, lw, 3)

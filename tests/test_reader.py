@@ -1,11 +1,13 @@
 """The scene reader (kinema/models/reader.py) and the verifier's reader features."""
+import dataclasses
+
 import pytest
 import torch
 
 from kinema.models.dit import DiT, DiTConfig
 from kinema.models.reader import (ATTRIBUTES, BACKGROUNDS, CLAIMS, COLOURS, IGNORE, ReaderConfig, SceneReader,
-                                  attribute_features, claim_features, load_reader, reader_accuracy, save_reader, scene_targets,
-                                  split_logits, train_reader)
+                                  attribute_features, claim_features, claim_log_prob, load_reader, reader_accuracy,
+                                  save_reader, scene_targets, split_logits, train_reader)
 from kinema.models.verifier import (NUM_READER, Verifier, VerifierConfig, fit_verifier, load_verifier,
                                     num_features, save_verifier, verifier_features)
 from kinema.world.scene import sample_scene
@@ -27,7 +29,7 @@ def test_targets_name_each_object_by_its_colour():
 class FixedReader(SceneReader):
     """Reads every clip as: a red square moving left and a blue circle, on black."""
 
-    def forward(self, z):
+    def forward(self, z, t=None):
         obj = torch.full((len(z), len(COLOURS), 1 + sum(map(len, ATTRIBUTES.values()))), -4.0)
         parts = split_logits(obj)  # views into obj
         for colour, shape, motion in (("red", "square", "left"), ("blue", "circle", "still")):
@@ -55,6 +57,22 @@ def test_claims_score_the_reading_with_binding_and_colourless_objects():
     assert total["a red square"] < total["a red square and a blue circle"] - 5  # the count
     assert f[-1].tolist() == [0.0, 0.0]  # the world's parser does not read it: no opinion
     assert (f[:-1, 1] <= 0).all() and (f[:-1, 1] >= f[:-1, 0] - 1e-6).all()  # the worst term: in [sum, 0]
+
+
+def test_claim_log_prob_is_the_summed_claims_with_a_gradient_in_the_latent():
+    torch.manual_seed(0)
+    reader = SceneReader(SMALL).eval()
+    for p in reader.parameters():
+        p.requires_grad_(False)  # as in a loaded verifier: the fused inference path must not be taken
+    prompts = ["a red square and a blue circle moving left", "hello there"]
+    z = torch.randn(2, 24, 2, 4, 4, requires_grad=True)
+    lp = claim_log_prob(reader, z, prompts)
+    assert torch.allclose(lp.detach(), claim_features(reader, z.detach(), prompts)[:, 0], atol=1e-5)
+    grad, = torch.autograd.grad(lp.sum(), z)
+    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() == 0  # an unread prompt: no push
+    step = z.detach() + 1e-2 * grad  # up the gradient: the claims get likelier
+    assert claim_log_prob(reader, step, prompts)[0] > lp[0]
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
 
 
 def test_attribute_features_are_the_worst_claim_of_each_kind():
@@ -97,6 +115,21 @@ def test_training_learns_to_read_planted_scenes_and_saves(tmp_path):
     assert again.cfg == reader.cfg and torch.equal(again(z[:3])[0], reader(z[:3])[0])
     with pytest.raises(ValueError, match="as many scenes"):
         train_reader(z[:100], scenes[:99], SMALL)
+
+
+def test_a_noisy_reader_reads_clean_and_lightly_noised_clips_and_not_pure_noise(tmp_path):
+    scenes = [sample_scene(i, 32, 32, 5) for i in range(1200)]
+    z = planted(scenes)
+    noisy = dataclasses.replace(SMALL, noisy=True)
+    reader = train_reader(z[200:], scenes[200:], noisy, epochs=12, lr=3e-3, batch=64, progress=False)
+    clean, light, pure = (reader_accuracy(reader, z[:200], scenes[:200], t=t) for t in (0.0, 0.3, 1.0))
+    assert clean["shape"] > 0.85 and light["shape"] > 0.8 and clean["background"] > 0.9
+    assert pure["shape"] < 0.6  # pure noise holds nothing to read: near chance (1/3)
+    again = load_reader(save_reader(reader, tmp_path / "r"))
+    t = torch.full((3,), 0.5)
+    assert again.cfg.noisy and torch.equal(again(z[:3], t)[0], reader(z[:3], t)[0])
+    with pytest.raises(ValueError, match="clean latents only"):
+        SceneReader(SMALL)(z[:3], t)
 
 
 def test_config_checks():

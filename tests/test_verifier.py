@@ -139,6 +139,73 @@ def test_num_candidates_errors(parts):
         KinemaPipeline(vae, dit, HashEncoder(), verifier=fitted_for(dit))("a red ball", num_candidates=0)
 
 
+def test_reader_guidance_pushes_the_samples_toward_the_prompts_claims(parts):
+    from kinema.models.reader import ReaderConfig, SceneReader, claim_log_prob
+
+    vae, dit = parts
+    torch.manual_seed(1)
+    reader = SceneReader(ReaderConfig(latent_channels=4, grid=(2, 4, 4), dim=32, layers=1, heads=2)).eval()
+    cfg = VerifierConfig(levels=[0.5], reader=True, dit_sha256=dit_fingerprint(dit))
+    verifier = Verifier(cfg, num_features(cfg, dit.cfg.hidden_size), reader)
+    pipe = KinemaPipeline(vae, dit, HashEncoder(), verifier=verifier)
+    kw = dict(num_frames=5, height=32, width=32, num_inference_steps=4, progress=False, num_candidates=1)
+    prompts = ["a red square moving left", TWO, "hello there"]  # the last: nothing the world's parser reads
+    run = lambda s: pipe(prompts, generator=torch.Generator().manual_seed(0), reader_guidance=s, **kw)  # noqa: E731
+    off, on = run(0.0), run(3.0)
+    assert torch.equal(off.latents, pipe(prompts, generator=torch.Generator().manual_seed(0), **kw).latents)  # default off
+    assert torch.equal(on.latents[2], off.latents[2])  # no claims: no push
+    with torch.no_grad():
+        before, after = claim_log_prob(reader, off.latents, off.prompts), claim_log_prob(reader, on.latents, on.prompts)
+    assert (after[:2] > before[:2]).all()
+    # through the DiT: the reader's gradient at the clean estimate, carried back to x_t
+    pipe.defaults = dataclasses.replace(pipe.defaults, reader_guidance_mode="through")
+    through = run(3.0)
+    with torch.no_grad():
+        assert (claim_log_prob(reader, through.latents, through.prompts)[:2] > before[:2]).all()
+    assert torch.equal(through.latents[2], off.latents[2])
+    # a noisy reader as the guide: it reads x_t itself, and takes over from the verifier's
+    noisy = SceneReader(dataclasses.replace(reader.cfg, noisy=True)).eval()
+    guided = KinemaPipeline(vae, dit, HashEncoder(), verifier=verifier, guide=noisy)
+    assert guided.guide_reader is noisy and pipe.guide_reader is reader
+    big = guided(prompts, generator=torch.Generator().manual_seed(0), reader_guidance=3.0, **kw)
+    with torch.no_grad():
+        t = torch.zeros(3)
+        assert (claim_log_prob(noisy, big.latents, big.prompts, t)[:2]
+                > claim_log_prob(noisy, off.latents, off.prompts, t)[:2]).all()
+    with pytest.raises(ValueError, match=">= 0"):
+        run(-1.0)
+    with pytest.raises(ValueError, match="scene reader"):
+        KinemaPipeline(vae, dit, HashEncoder(), verifier=fitted_for(dit))("a red ball", reader_guidance=1.0, **kw)
+
+
+def test_steering_resamples_each_prompts_candidates_at_its_noise_levels(parts, monkeypatch):
+    from kinema import flow
+    from kinema.models.reader import ReaderConfig, SceneReader
+
+    vae, dit = parts
+    torch.manual_seed(2)
+    noisy = SceneReader(ReaderConfig(latent_channels=4, grid=(2, 4, 4), dim=32, layers=1, heads=2, noisy=True)).eval()
+    kw = dict(num_frames=5, height=32, width=32, num_inference_steps=4, progress=False, num_candidates=3)
+    prompts = ["a red square moving left", TWO]
+    plain = KinemaPipeline(vae, dit, HashEncoder(), verifier=fitted_for(dit), guide=noisy)
+    steered = KinemaPipeline(vae, dit, HashEncoder(), dataclasses.replace(plain.defaults, steer_times=(0.6, 0.3)),
+                             verifier=plain.verifier, guide=noisy)
+    calls = []
+    resample = flow.resample_particles
+    monkeypatch.setattr(flow, "resample_particles", lambda x, lw, groups, g: calls.append((len(x), groups)) or
+                        resample(x, lw, groups, g))
+    base = plain(prompts, generator=torch.Generator().manual_seed(0), **kw)
+    assert calls == []  # no steer_times: the pipeline as it was
+    out = steered(prompts, generator=torch.Generator().manual_seed(0), **kw)
+    assert calls == [(6, 2), (6, 2)]  # once at each level, all 2 x 3 candidates in their 2 groups
+    assert out.scores.shape == (2, 3) and not torch.equal(out.latents, base.latents)
+    calls.clear()
+    steered(prompts, generator=torch.Generator().manual_seed(0), **{**kw, "num_candidates": 1})
+    assert calls == []  # one candidate: nothing to resample
+    with pytest.raises(ValueError, match="noisy scene reader"):
+        KinemaPipeline(vae, dit, HashEncoder(), steered.defaults, verifier=plain.verifier)("a red ball", **kw)
+
+
 def test_a_verifier_for_other_weights_is_ignored_and_not_exported(parts, tmp_path):
     vae, dit = parts
     vae.save_pretrained(tmp_path / "vae")

@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .. import flow
 from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME
 from ..config import from_dict, to_dict
 from ..world import vocab
 from ..world.parse import PromptError, parse_prompt
+from .dit import TimestepEmbedder
 
 COLOURS = list(vocab.OBJECT_COLOURS)
 BACKGROUNDS = list(vocab.BACKGROUNDS)
@@ -54,6 +56,7 @@ class ReaderConfig:
     dim: int = 128
     layers: int = 3
     heads: int = 4
+    noisy: bool = False  # reads x_t at a noise level t of the flow's path (a guide for sampling), not only clean z
 
     def __post_init__(self):
         self.grid = tuple(self.grid)
@@ -71,6 +74,7 @@ class SceneReader(nn.Module):
         T, h, w = cfg.grid
         self.embed = nn.Conv3d(cfg.latent_channels, d, (1, p, p), stride=(1, p, p))
         self.pos = nn.Parameter(torch.randn(1, d, T, h // p, w // p) * 0.02)
+        self.time = TimestepEmbedder(d) if cfg.noisy else None
         layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, 0.0, activation="gelu", batch_first=True,
                                            norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
@@ -81,11 +85,17 @@ class SceneReader(nn.Module):
         self.object_head = nn.Linear(d, 1 + sum(len(v) for v in ATTRIBUTES.values()))
         self.scene_head = nn.Linear(d, len(BACKGROUNDS) + NUM_COUNTS)
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """z (B, C, T', h, w) normalised latents -> (B, 8, 1 + 21) per-colour and (B, 5) scene logits."""
+    def forward(self, z: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z (B, C, T', h, w) normalised latents -> (B, 8, 1 + 21) per-colour and (B, 5) scene logits.
+        A noisy reader also takes t (B,): z is then x_t = (1 - t) z0 + t noise (t None: 0, clean)."""
         x = self.embed(z.float())  # (B, D, T', h/p, w/p)
         pos = self.pos if self.pos.shape[2:] == x.shape[2:] else F.interpolate(self.pos, x.shape[2:], mode="trilinear")
-        h = self.norm_h(self.blocks((x + pos).flatten(2).transpose(1, 2)))  # (B, N, D)
+        x = (x + pos).flatten(2).transpose(1, 2)  # (B, N, D)
+        if self.time is not None:
+            x = x + self.time(torch.zeros(len(z), device=z.device) if t is None else t)[:, None]
+        elif t is not None:
+            raise ValueError("this reader reads clean latents only (ReaderConfig.noisy is false): no t")
+        h = self.norm_h(self.blocks(x))  # (B, N, D)
         q = self.norm_q(self.queries).expand(len(z), -1, -1)
         slots = q + self.attn(q, h, h, need_weights=False)[0]
         slots = slots + self.mlp(slots)  # (B, 9, D)
@@ -112,9 +122,9 @@ def scene_targets(scene) -> tuple[Tensor, Tensor, int, int]:
     return present, labels, BACKGROUNDS.index(scene.background), len(scene.objects) - 1
 
 
-def reader_loss(reader: SceneReader, z: Tensor, targets) -> Tensor:
+def reader_loss(reader: SceneReader, z: Tensor, targets, t: Tensor | None = None) -> Tensor:
     present, labels, background, count = targets
-    obj, scene = reader(z)
+    obj, scene = reader(z, t)
     parts = split_logits(obj)
     loss = F.binary_cross_entropy_with_logits(parts["present"], present) * len(COLOURS)
     for k, name in enumerate(ATTRIBUTES):
@@ -133,7 +143,8 @@ def train_reader(z: Tensor, scenes: list, cfg: ReaderConfig | None = None, epoch
                  batch: int = 128, noise: float = 0.1, seed: int = 0, progress: bool = True) -> SceneReader:
     """Fit a reader on (N, C, T', h, w) latents of world clips and their Scenes: AdamW, warm-up and
     cosine decay, each batch's latents jittered by up to `noise` std (a sampler's latents are not an
-    encoder's). Deterministic for a seed."""
+    encoder's); a noisy reader (cfg.noisy) reads each clip at a noise level t ~ U(0, 1) of the flow's
+    path instead, x_t = (1 - t) z + t noise. Deterministic for a seed."""
     from tqdm import tqdm
 
     if len(z) != len(scenes) or len(z) < batch:
@@ -153,9 +164,13 @@ def train_reader(z: Tensor, scenes: list, cfg: ReaderConfig | None = None, epoch
             order = torch.randperm(len(z), generator=g)
             for k in range(per_epoch):
                 b = order[k * batch:(k + 1) * batch]
-                x = z[b].float()
-                x = x + noise * torch.randn(x.shape, generator=g) * torch.rand(len(b), 1, 1, 1, 1, generator=g)
-                loss = reader_loss(reader, x, [t[b] for t in targets])
+                x, t = z[b].float(), None
+                if reader.cfg.noisy:
+                    t = torch.rand(len(b), generator=g)
+                    x = flow.interpolate(x, torch.randn(x.shape, generator=g), t)
+                else:
+                    x = x + noise * torch.randn(x.shape, generator=g) * torch.rand(len(b), 1, 1, 1, 1, generator=g)
+                loss = reader_loss(reader, x, [y[b] for y in targets], t)
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
@@ -167,11 +182,17 @@ def train_reader(z: Tensor, scenes: list, cfg: ReaderConfig | None = None, epoch
 
 
 @torch.no_grad()
-def reader_accuracy(reader: SceneReader, z: Tensor, scenes: list, batch: int = 256) -> dict[str, float]:
+def reader_accuracy(reader: SceneReader, z: Tensor, scenes: list, batch: int = 256, t: float | None = None,
+                    seed: int = 0) -> dict[str, float]:
     """Share of clips read right: which colours are present (all 8 right), and each present
-    object's shape, size, motion and speed; background; count."""
+    object's shape, size, motion and speed; background; count. `t`: a noisy reader reads the clips
+    at that noise level (noise drawn from `seed`)."""
     present, labels, background, count = stack_targets(scenes)
-    obj, scene = zip(*(reader(z[i:i + batch]) for i in range(0, len(z), batch)))
+    if t is not None:
+        z = flow.interpolate(z, torch.randn(z.shape, generator=torch.Generator().manual_seed(seed)),
+                             torch.full((len(z),), t))
+    tt = None if t is None else torch.full((len(z),), float(t))
+    obj, scene = zip(*(reader(z[i:i + batch], None if tt is None else tt[i:i + batch]) for i in range(0, len(z), batch)))
     parts, scene = split_logits(torch.cat(obj)), torch.cat(scene)
     there = labels[..., 0] != IGNORE
     out = {"colours": ((parts["present"] > 0).float() == present).all(-1).float().mean().item()}
@@ -191,7 +212,26 @@ def claim_terms(reader: SceneReader, z: Tensor, prompts: list[str]) -> list[dict
     (CLAIMS: an object's presence, shape, size, motion, speed; the background; the count); None for
     a prompt the world's parser does not read. An object without a named colour takes the colour
     whose claims are likeliest."""
-    obj, scene = reader(z)
+    return _claim_terms(reader, z, prompts)
+
+
+def claim_log_prob(reader: SceneReader, z: Tensor, prompts: list[str], t: Tensor | None = None) -> Tensor:
+    """(B,): log p of all the prompt's claims under the reading of z, summed (0 for a prompt the
+    world's parser does not read); differentiable in z, for guidance by the reader. A noisy reader
+    reads z as x_t at the noise levels t (B,)."""
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused inference path has no gradient in z
+    try:
+        terms = _claim_terms(reader, z, prompts, t)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    return torch.stack([torch.stack([v for n in CLAIMS for v in said[n]]).sum() if said is not None
+                        else z.new_zeros(()) for said in terms])
+
+
+def _claim_terms(reader: SceneReader, z: Tensor, prompts: list[str],
+                 t: Tensor | None = None) -> list[dict[str, list[Tensor]] | None]:
+    obj, scene = reader(z, t)
     parts = split_logits(obj)
     present = F.logsigmoid(parts["present"])  # (B, 8)
     attr = {name: F.log_softmax(parts[name], -1) for name in ATTRIBUTES}  # (B, 8, n)
@@ -217,7 +257,7 @@ def claim_terms(reader: SceneReader, z: Tensor, prompts: list[str]) -> list[dict
             for k in (range(len(COLOURS)) if o.colour is None else [COLOURS.index(o.colour)]):
                 options.append({"present": present[i, k],
                                 **{name: attr[name][i, k, ATTRIBUTES[name].index(v)] for name, v in said.items()}})
-            for name, v in max(options, key=lambda t: float(sum(t.values()))).items():
+            for name, v in max(options, key=lambda t: float(sum(t.values()).detach())).items():
                 terms[name].append(v)
         out.append(terms)
     return out

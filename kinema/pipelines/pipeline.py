@@ -44,6 +44,7 @@ from ..config import from_dict, to_dict
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
+from ..models.reader import SceneReader, claim_log_prob
 from ..models.verifier import Verifier, load_verifier, save_verifier, verifier_features
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
@@ -67,6 +68,11 @@ class PipelineDefaults:
     refine_prompt: bool = True  # rewrite untrained words into trained ones (needs caption_vocab.json)
     binding_guidance: float = 0.0  # h: + h (v(prompt) - v(objects swapped)) on two-object prompts; 0 = off
     num_candidates: int = 1  # videos sampled a prompt; the verifier returns its best (needs verifier/)
+    reader_guidance: float = 0.0  # s: classifier guidance by a scene reader of the prompt's claims; 0 = off
+    reader_guidance_range: tuple[float, float] = (0.0, 0.95)  # the noise levels t it acts at
+    reader_guidance_mode: str = "clean"  # a clean reader's gradient: at the clean estimate, or "through" the DiT
+    steer_times: tuple[float, ...] = ()  # best of K: noise levels at which the K candidates are resampled by a noisy reader
+    steer_strength: float = 1.0  # lambda: a candidate's weight there is exp(lambda log p(claims | x_t))
 
 
 @dataclass
@@ -85,9 +91,11 @@ def export_to_video(video_frames, output_video_path: str, fps: float = 8.0) -> s
 class KinemaPipeline:
     def __init__(self, vae: CausalVideoVAE, dit: DiT, text_encoder, defaults: PipelineDefaults | None = None,
                  refiner: PromptRefiner | None = None, dit_high: DiT | None = None,
-                 expert_boundary: float | None = None, verifier: Verifier | None = None):
+                 expert_boundary: float | None = None, verifier: Verifier | None = None,
+                 guide: SceneReader | None = None):
         self.vae, self.dit, self.text_encoder = vae.eval(), dit.eval(), text_encoder
         self.verifier = verifier.eval() if verifier is not None else None
+        self.guide = guide.eval() if guide is not None else None  # a noisy scene reader for reader_guidance
         self.defaults = defaults or PipelineDefaults()
         self.refiner = refiner  # None: prompts go to the DiT as written
         if dit_high is not None and dit_high.cfg != dit.cfg:
@@ -164,7 +172,8 @@ class KinemaPipeline:
         return self.vae.spatial_stride * max(self.dit.cfg.patch_size[1:])
 
     def check_inputs(self, prompt, num_frames: int, height: int, width: int, steps: int, guidance: float,
-                     eta: float = 0.0, binding_guidance: float = 0.0, num_candidates: int = 1) -> list[str]:
+                     eta: float = 0.0, binding_guidance: float = 0.0, num_candidates: int = 1,
+                     reader_guidance: float = 0.0) -> list[str]:
         """Every argument checked before any heavy work; one clear error each."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -187,10 +196,26 @@ class KinemaPipeline:
             raise ValueError(f"binding_guidance must be >= 0 (0: off), got {binding_guidance}")
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        if reader_guidance < 0:
+            raise ValueError(f"reader_guidance must be >= 0 (0: off), got {reader_guidance}")
+        if reader_guidance > 0 and self.guide_reader is None:
+            raise ValueError("reader_guidance needs a scene reader, and this pipeline has neither a guide= reader nor "
+                             "a verifier with one (scripts/train_verifier.py fits one with --reader)")
+        if num_candidates > 1 and self.defaults.steer_times and (self.guide is None or not self.guide.cfg.noisy):
+            raise ValueError("steer_times resample the candidates by a noisy scene reader's reading of x_t, and this "
+                             "pipeline has none (guide=; scripts/train_verifier.py reader --noisy trains one)")
         if num_candidates > 1 and self.verifier is None:
             raise ValueError(f"num_candidates={num_candidates} needs a verifier to choose among them, and this model "
                              "folder has none for its DiT (scripts/train_verifier.py fits one)")
         return prompts
+
+    @property
+    def guide_reader(self):
+        """The scene reader reader_guidance follows: the pipeline's noisy reader (`guide`) if it has
+        one, else its verifier's reader (a reader of clean latents); None when it has neither."""
+        if self.guide is not None:
+            return self.guide
+        return self.verifier.reader if self.verifier is not None else None
 
     @property
     def default_candidates(self) -> int:
@@ -216,14 +241,19 @@ class KinemaPipeline:
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", progress: bool = True,
                  refine_prompt: bool | None = None, eta: float | None = None,
-                 binding_guidance: float | None = None, num_candidates: int | None = None) -> KinemaPipelineOutput:
+                 binding_guidance: float | None = None, num_candidates: int | None = None,
+                 reader_guidance: float | None = None) -> KinemaPipelineOutput:
         """diffusers-style generation. `binding_guidance` h (default: the model's) adds
         h (v(prompt) - v(prompt with its two objects swapped)) to the guided velocity of every prompt
         that names two objects (kinema.world.parse.swap_objects), pushing each motion onto its own
         object; one more DiT pass a step for those prompts, nothing for the others.
         `num_candidates` K (default: the model's, 1 without a verifier) samples K videos a prompt,
         all in one batch, and keeps the one the model's verifier scores highest (best-of-K,
-        kinema/models/verifier.py): K times the denoising, one decode a prompt."""
+        kinema/models/verifier.py): K times the denoising, one decode a prompt.
+        `reader_guidance` s (default: the model's, 0) adds classifier guidance by a scene reader's
+        log p of the prompt's claims (flow.classifier_guided_velocity_fn; defaults.reader_guidance_range
+        and _mode); defaults.steer_times resample each prompt's K candidates at those noise levels by a
+        noisy reader (`guide`). Both measured level on the shipped model (docs/training.md)."""
         d = self.defaults
         pick = lambda v, default: default if v is None else v  # noqa: E731  (0 is an answer, not "unset")
         num_frames, height, width = pick(num_frames, d.num_frames), pick(height, d.height), pick(width, d.width)
@@ -232,7 +262,8 @@ class KinemaPipeline:
         eta = d.eta if eta is None else eta
         binding = pick(binding_guidance, d.binding_guidance)
         K = pick(num_candidates, self.default_candidates)
-        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta, binding, K)
+        reading = pick(reader_guidance, d.reader_guidance)
+        prompts = self.check_inputs(prompt, num_frames, height, width, steps, guidance, eta, binding, K, reading)
         if output_type not in ("np", "uint8"):
             raise ValueError(f"output_type must be 'np' or 'uint8', got {output_type!r}")
         device = next(self.dit.parameters()).device
@@ -267,10 +298,29 @@ class KinemaPipeline:
             out = v["cond"] if guidance == 1.0 else flow.cfg_combine(v["cond"], v["uncond"], guidance)
             return out + binding * (v["cond"] - v["swap"]) if "swap" in v else out
 
+        if reading > 0:  # classifier guidance by a scene reader of each prompt's claims
+            reader = self.guide_reader
+            mode = "noisy" if reader.cfg.noisy else d.reader_guidance_mode
+            velocity = flow.classifier_guided_velocity_fn(
+                velocity, lambda x, t: claim_log_prob(reader, x, sampled, t if reader.cfg.noisy else None),
+                reading, tuple(d.reader_guidance_range), mode)
+        on_step = None
+        if K > 1 and d.steer_times:  # particles: each prompt's K candidates resampled by the reader's reading
+            pending = sorted(d.steer_times, reverse=True)
+
+            def on_step(x: torch.Tensor, t_next: float) -> torch.Tensor:
+                if not pending or t_next > pending[0] + 1e-6:
+                    return x
+                while pending and t_next <= pending[0] + 1e-6:
+                    pending.pop(0)
+                t = torch.full((len(x),), t_next, device=x.device)
+                lw = d.steer_strength * claim_log_prob(self.guide, x, sampled, t)
+                return flow.resample_particles(x, lw, B, generator)
         from tqdm import tqdm
 
         with tqdm(total=steps, desc="denoise", unit="step", disable=not progress) as bar:
-            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar, eta=eta, generator=generator)
+            z = flow.euler_sample(velocity, noise, steps, shift=shift, progress=bar, eta=eta, generator=generator,
+                                  on_step=on_step)
         scores = None
         if K > 1:  # best of K: the verifier reads each candidate under its prompt
             scores = self.verifier(verifier_features(self.dit, encoded, z, sampled, swapped, self.verifier.cfg,
