@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import json
 import time
@@ -149,26 +150,27 @@ def main() -> None:
     if a.reader_mode:
         pipe.defaults.reader_guidance_mode = a.reader_mode
     if a.candidates is not None:
-        pipe.check_inputs("x", 17, pipe.defaults.height, pipe.defaults.width, 1, 1.0, num_candidates=a.candidates)
+        if a.candidates > 1 and pipe.verifier is None:
+            ap.error(f"--candidates {a.candidates}: the model has no verifier to choose among them")
         pipe.defaults.num_candidates = a.candidates
-    model_reading = (pipe.defaults.reader_guidance, pipe.defaults.reader_guidance_range)
-    readings = [(model_reading[0] if rg is None else rg,
-                 model_reading[1] if rr is None else tuple(float(v) for v in rr.split(":")),
-                 (pipe.defaults.steer_times, pipe.defaults.steer_strength) if st is None else
-                 (tuple(float(v) for v in st.split(":")[0].split(",")), float(st.split(":")[1])))
-                for rg in a.reader_guidance for rr in a.reader_range for st in a.steer]
+    own = dataclasses.replace(pipe.defaults)  # the model's own settings, for the rows that keep them
+    reader_ranges = [own.reader_guidance_range if rr is None else tuple(float(v) for v in rr.split(":"))
+                     for rr in a.reader_range]
+    steers = [(own.steer_times, own.steer_strength) if st is None else
+              (tuple(float(v) for v in st.split(":")[0].split(",")), float(st.split(":")[1])) for st in a.steer]
     rows = []
     intervals = [tuple(float(v) for v in iv.split(":")) for iv in a.guidance_interval]
-    model_binding = pipe.defaults.binding_guidance
-    for g, s, sh, ag, iv, eta, bg, eb, rd in itertools.product(a.guidance, a.steps, a.shift, a.autoguidance, intervals,
-                                                               a.eta, a.binding_guidance, a.expert_boundary, readings):
-        pipe.defaults.shift = sh
-        pipe.defaults.reader_guidance, pipe.defaults.reader_guidance_range = rd[:2]
-        pipe.defaults.steer_times, pipe.defaults.steer_strength = rd[2]
+    for g, s, sh, ag, iv, eta, bg, eb, rg, rr, st in itertools.product(
+            a.guidance, a.steps, a.shift, a.autoguidance, intervals, a.eta, a.binding_guidance, a.expert_boundary,
+            a.reader_guidance, reader_ranges, steers):
+        d = pipe.defaults
+        d.shift = sh
+        d.reader_guidance, d.reader_guidance_range = own.reader_guidance if rg is None else rg, rr
+        d.steer_times, d.steer_strength = st
         pipe.expert_boundary = model_boundary if eb == "model" else eb
         plain = ag == 1.0 and iv == (0.0, 1.0)
         # the wrappers below read the pipeline's [caption; empty] halves: no binding guidance's third pass
-        pipe.defaults.binding_guidance = (model_binding if bg is None else bg) if plain else 0.0
+        d.binding_guidance = (own.binding_guidance if bg is None else bg) if plain else 0.0
         pipe.dit, scale = (model, g) if plain else (Autoguided(model, guide, g, ag, iv), Autoguided.PASS_THROUGH)
         t0 = time.perf_counter()
         run = run_suite(pipe, prompts, videos_per_prompt=1, num_inference_steps=s, guidance_scale=scale, progress=False,
@@ -181,8 +183,8 @@ def main() -> None:
                      "binding_guidance": run.settings["binding_guidance"], **({"autoguidance": ag} if guide else {}),
                      **({"expert_boundary": pipe.expert_boundary} if pipe.dit_high is not None else {}),
                      **({"interval": list(iv)} if iv != (0.0, 1.0) else {}),
-                     **({"reader_guidance": rd[0], "reader_range": list(rd[1])} if rd[0] else {}),
-                     **({"steer_times": list(rd[2][0]), "steer_strength": rd[2][1]} if rd[2][0] else {}),
+                     **({"reader_guidance": d.reader_guidance, "reader_range": list(rr)} if d.reader_guidance else {}),
+                     **({"steer_times": list(d.steer_times), "steer_strength": d.steer_strength} if d.steer_times else {}),
                      "candidates": pipe.default_candidates, "adherence": round(summary["rate"], 3), **by, **objects,
                      "two_object_motion_unclear": f"{sum(c.measured == 'unclear' for c in motion2)}/{len(motion2)}",
                      "seconds": round(time.perf_counter() - t0, 1)})

@@ -188,11 +188,11 @@ def reader_accuracy(reader: SceneReader, z: Tensor, scenes: list, batch: int = 2
     object's shape, size, motion and speed; background; count. `t`: a noisy reader reads the clips
     at that noise level (noise drawn from `seed`)."""
     present, labels, background, count = stack_targets(scenes)
-    if t is not None:
-        z = flow.interpolate(z, torch.randn(z.shape, generator=torch.Generator().manual_seed(seed)),
-                             torch.full((len(z),), t))
-    tt = None if t is None else torch.full((len(z),), float(t))
-    obj, scene = zip(*(reader(z[i:i + batch], None if tt is None else tt[i:i + batch]) for i in range(0, len(z), batch)))
+    times = None if t is None else torch.full((len(z),), float(t))
+    if times is not None:
+        z = flow.interpolate(z, torch.randn(z.shape, generator=torch.Generator().manual_seed(seed)), times)
+    obj, scene = zip(*(reader(z[i:i + batch], None if times is None else times[i:i + batch])
+                       for i in range(0, len(z), batch)))
     parts, scene = split_logits(torch.cat(obj)), torch.cat(scene)
     there = labels[..., 0] != IGNORE
     out = {"colours": ((parts["present"] > 0).float() == present).all(-1).float().mean().item()}
@@ -225,8 +225,12 @@ def claim_log_prob(reader: SceneReader, z: Tensor, prompts: list[str], t: Tensor
         terms = _claim_terms(reader, z, prompts, t)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
-    return torch.stack([torch.stack([v for n in CLAIMS for v in said[n]]).sum() if said is not None
-                        else z.new_zeros(()) for said in terms])
+    return torch.stack([all_claims(said).sum() if said is not None else z.new_zeros(()) for said in terms])
+
+
+def all_claims(terms: dict[str, list[Tensor]]) -> Tensor:
+    """(n,): one prompt's claim terms (claim_terms' dict), every kind, in CLAIMS order."""
+    return torch.stack([v for name in CLAIMS for v in terms[name]])
 
 
 def _claim_terms(reader: SceneReader, z: Tensor, prompts: list[str],
@@ -269,7 +273,7 @@ def claim_features(reader: SceneReader, z: Tensor, prompts: list[str]) -> Tensor
     out = torch.zeros(len(prompts), 2)
     for i, terms in enumerate(claim_terms(reader, z, prompts)):
         if terms is not None:
-            t = torch.stack([v for name in CLAIMS for v in terms[name]])
+            t = all_claims(terms)
             out[i] = torch.stack([t.sum(), t.min()])
     return out
 
