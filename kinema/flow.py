@@ -112,6 +112,31 @@ def flow_loss(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
     return F.mse_loss(pred.float(), velocity_target(x0, noise).float())
 
 
+def flow_errors(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
+    """(B,) each sample's mean squared velocity error (flow_loss per sample, in fp32)."""
+    err = (pred.float() - velocity_target(x0, noise).float()) ** 2
+    return err.flatten(1).mean(1)
+
+
+def flow_dpo_loss(err_w: Tensor, err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor,
+                  beta: float) -> tuple[Tensor, Tensor]:
+    """Diffusion-DPO (Wallace et al. 2023) on the flow's velocity errors (Flow-DPO: Liu et al. 2025,
+    "Improving Video Generation with Human Feedback"): for a preferred sample w and a rejected one l of
+    one prompt, noised with the same noise to the same t,
+
+        loss = -log sigmoid(-beta / 2 * ((err_w - ref_err_w) - (err_l - ref_err_l)))
+
+    where err is the model's flow error (`flow_errors`) and ref_err a frozen reference model's. It
+    lowers the model's error on w relative to the reference's more than on l: the implicit reward
+    of w over l grows, while whatever both share (how the model draws) gives no gradient. Returns
+    (the mean loss, (B,) the implicit margins -((err_w - ref_err_w) - (err_l - ref_err_l)), > 0 when
+    w is already the likelier)."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    margin = -((err_w - ref_err_w) - (err_l - ref_err_l))  # (B,)
+    return -F.logsigmoid(0.5 * beta * margin).mean(), margin.detach()
+
+
 def sampling_timesteps(steps: int, shift: float = 1.0) -> Tensor:
     """(steps + 1,) times from 1 (noise) to 0 (data), uniform then shifted (more steps at high noise)."""
     if steps < 1:

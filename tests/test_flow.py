@@ -77,6 +77,38 @@ def test_flow_loss_zero_at_target():
     assert flow.flow_loss(torch.zeros_like(x0), x0, noise).item() == pytest.approx(((noise - x0) ** 2).mean().item())
 
 
+def test_flow_errors_are_the_per_sample_flow_loss():
+    x0, noise = _pair(3)
+    pred = torch.randn_like(x0)
+    err = flow.flow_errors(pred, x0, noise)
+    assert err.shape == (3,)
+    assert err.mean().item() == pytest.approx(flow.flow_loss(pred, x0, noise).item(), rel=1e-6)
+    assert err[1].item() == pytest.approx(flow.flow_loss(pred[1:2], x0[1:2], noise[1:2]).item(), rel=1e-6)
+
+
+def test_flow_dpo_loss_value_margin_and_direction():
+    e = torch.tensor([0.2, 0.5])
+    loss, margin = flow.flow_dpo_loss(e, e, e, e, beta=100.0)  # the model is its reference: log 2, no margin
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    assert margin.tolist() == [0.0, 0.0]
+    # w's error down 0.01 against the reference, l's up 0.01: margin 0.02, loss -log sigmoid(beta / 2 * 0.02)
+    loss, margin = flow.flow_dpo_loss(e - 0.01, e + 0.01, e, e, beta=100.0)
+    assert margin.tolist() == pytest.approx([0.02, 0.02])
+    assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(1.0)).item(), rel=1e-5)
+    # descending it pulls a parameter toward the winner's target and away from the loser's
+    p = torch.zeros((), requires_grad=True)
+    for _ in range(50):
+        err_w, err_l = (p - 1.0) ** 2, (p + 1.0) ** 2
+        loss, _ = flow.flow_dpo_loss(err_w[None], err_l[None], torch.ones(1), torch.ones(1), beta=1.0)
+        loss.backward()
+        with torch.no_grad():
+            p -= 0.5 * p.grad
+            p.grad = None
+    assert p.item() > 0.5
+    with pytest.raises(ValueError, match="beta"):
+        flow.flow_dpo_loss(e, e, e, e, beta=0.0)
+
+
 def test_sampling_timesteps():
     ts = flow.sampling_timesteps(10, shift=1.0)
     assert ts.shape == (11,) and ts[0] == 1.0 and ts[-1] == 0.0 and (ts.diff() < 0).all()
