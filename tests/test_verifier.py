@@ -257,6 +257,7 @@ def test_picker_probe_remakes_the_candidates_the_pipeline_chooses_among(parts):
 def test_flow_dpo_prefers_the_passing_candidates_it_was_shown(parts):
     """scripts/flow_dpo.py: every (pass, fail) pair within a prompt; a few Flow-DPO steps lower the
     DiT's flow error on the winners against its reference more than on the losers."""
+    import copy
     import sys
     from pathlib import Path
     from types import SimpleNamespace
@@ -277,8 +278,8 @@ def test_flow_dpo_prefers_the_passing_candidates_it_was_shown(parts):
         flow_dpo.preference_pairs([dict(rows[0], id=399)])
     a = SimpleNamespace(steps=40, batch=4, lr=3e-3, warmup=1, beta=200.0, sft=0.0, ema=0.0, time_shift=1.0, time_range=None,
                         bf16=False, seed=0, log_every=10)
-    ref = copy_of(dit)
-    tuned = flow_dpo.finetune(copy_of(dit), HashEncoder().encode, rows, pairs, a)
+    ref = copy.deepcopy(dit)
+    tuned = flow_dpo.finetune(copy.deepcopy(dit), HashEncoder().encode, rows, pairs, a)
     w, l = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     z = torch.stack([r["z"] for r in rows])
     states, mask = HashEncoder().encode([rows[i]["read_as"] for i in w.tolist()])
@@ -291,8 +292,3 @@ def test_flow_dpo_prefers_the_passing_candidates_it_was_shown(parts):
                  for m in (tuned, ref) for i in (w, l)]
         margins.append(-((d[0] - d[2]) - (d[1] - d[3])))
     assert torch.stack(margins).mean() > 0
-
-
-def copy_of(module):
-    import copy
-    return copy.deepcopy(module)
