@@ -141,6 +141,14 @@ def train(a) -> None:
     print(f"wrote {folder} ({time.time() - t0:.0f}s)")
 
 
+def time_range(text: str) -> tuple[float, float]:
+    """--time-range LO:HI, checked as the sampler of training times checks it (flow.check_time_range)."""
+    try:
+        return flow.check_time_range(text.split(":"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", help="a model folder (default: the shipped model)")
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft", type=float, default=0.0, help="weight of the winners' plain flow loss")
     ap.add_argument("--ema", type=float, default=0.0)
     ap.add_argument("--time-shift", type=float, default=3.0, help="training times' shift (0: from the token count)")
-    ap.add_argument("--time-range", type=lambda v: tuple(float(x) for x in v.split(":")), metavar="LO:HI",
+    ap.add_argument("--time-range", type=time_range, metavar="LO:HI",
                     help="train at noise levels in [LO, HI] only (default: all)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on some CPUs)")
     ap.add_argument("--keep-verifier", action="store_true",

@@ -257,6 +257,7 @@ def test_picker_probe_remakes_the_candidates_the_pipeline_chooses_among(parts):
 def test_flow_dpo_prefers_the_passing_candidates_it_was_shown(parts):
     """scripts/flow_dpo.py: every (pass, fail) pair within a prompt; a few Flow-DPO steps lower the
     DiT's flow error on the winners against its reference more than on the losers."""
+    import argparse
     import copy
     import sys
     from pathlib import Path
@@ -276,6 +277,9 @@ def test_flow_dpo_prefers_the_passing_candidates_it_was_shown(parts):
     assert pairs == [(0, 1), (0, 2), (3, 4), (3, 5)]
     with pytest.raises(ValueError, match="evaluation prompt"):
         flow_dpo.preference_pairs([dict(rows[0], id=399)])
+    assert flow_dpo.time_range("0.5:1") == (0.5, 1.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="lo < hi"):
+        flow_dpo.time_range("0.7:0.2")
     a = SimpleNamespace(steps=40, batch=4, lr=3e-3, warmup=1, beta=200.0, sft=0.0, ema=0.0, time_shift=1.0, time_range=None,
                         bf16=False, seed=0, log_every=10)
     ref = copy.deepcopy(dit)
