@@ -6,7 +6,8 @@
         --out runs/verifier/reader
     #    (--render N first renders and encodes N world clips into --cache: no DiT run needed;
     #    --noisy trains a reader of x_t at every noise level, a guide for reader guidance and
-    #    steering, docs/training.md)
+    #    steering, docs/training.md; --near-miss P renders near misses and trains a reader of them,
+    #    with an "unclear" motion: measured worse in session 34)
     # 1. sample: the model's videos of world prompts no eval uses (ids >= 400 of shapes-v1-trained;
     #    the test takes 0-199, tuning 200-399), `--candidates` seeds each, judged by the world's judge
     python scripts/train_verifier.py sample kinema/weights/default --first 400 --prompts 1200 \\
@@ -42,6 +43,7 @@ from kinema.pipelines.pipeline import INDEX_FILE, VERIFIER_DIR
 from kinema.train.latent_cache import LatentCache
 from kinema.world.render import render
 from kinema.world.parse import swap_objects
+from kinema.world.nearmiss import near_miss, near_miss_chance
 from kinema.world.scene import sample_scene
 
 FIRST_UNUSED = 400  # prompts 0-199 are the adherence test, 200-399 the tuning set
@@ -73,17 +75,22 @@ def sample(a) -> None:
                   flush=True)
 
 
-def cached_world_clips(cache: LatentCache) -> tuple[torch.Tensor, list]:
+NEAR_MISS = "near miss"  # a cache key's tag for a clip drawn by kinema.world.nearmiss (then its chance p)
+
+
+def cached_world_clips(cache: LatentCache, near_misses: bool = False) -> tuple[torch.Tensor, list]:
     """(N, C, T', h, w) latents and their Scenes: every world clip a latent cache holds on disk
     (a training run's `latent_cache_dir`). A clip's key names its seed and size; the spin settings
-    some keys add change a spinning object's turn, not what the reader reads."""
+    some keys add change a spinning object's turn, not what the reader reads. Near-miss clips
+    (`render_world_clips(near_miss=p)`) only with `near_misses`: their words are not what they show."""
     latents, scenes = [], []
     for key, z in cache.stored():
-        if key[0] != "world":
+        if key[0] != "world" or (key[5:6] == (NEAR_MISS,) and not near_misses):
             continue
         latents.append(z.half())
         _, seed, frames, height, width = key[:5]
-        scenes.append(sample_scene(seed, width, height, frames))
+        scene = sample_scene(seed, width, height, frames)
+        scenes.append(near_miss(scene, seed, key[6]) if key[5:6] == (NEAR_MISS,) else scene)
     shapes = {tuple(z.shape) for z in latents}
     if len(shapes) > 1:
         raise SystemExit(f"{cache.dir} holds latents of several sizes {sorted(shapes)}: one bucket a reader")
@@ -91,17 +98,23 @@ def cached_world_clips(cache: LatentCache) -> tuple[torch.Tensor, list]:
 
 
 def render_world_clips(pipe: KinemaPipeline, cache: LatentCache, n: int, first_seed: int = RENDER_SEED,
-                       batch: int = 64) -> None:
+                       batch: int = 64, near_miss_p: float | None = None) -> None:
     """Render and encode world clips first_seed .. first_seed + n at the model's default size into
     `cache` (the keys a DiT training run's pool uses), skipping those already there: a reader's
-    clips without the DiT recipe's cache."""
+    clips without the DiT recipe's cache. `near_miss_p`: each object's motion is a near miss with
+    that chance (kinema.world.nearmiss; keyed apart from the world's own clips)."""
     from tqdm import tqdm
 
     d = pipe.defaults
-    keys = [k for k in (("world", first_seed + i, d.num_frames, d.height, d.width) for i in range(n)) if k not in cache]
+    tag = () if near_miss_p is None else (NEAR_MISS, near_miss_p)
+    keys = [k for k in (("world", first_seed + i, d.num_frames, d.height, d.width, *tag) for i in range(n))
+            if k not in cache]
     for i in tqdm(range(0, len(keys), batch), desc="render + encode", unit="batch"):
         part = keys[i:i + batch]
-        clips = torch.stack([to_model_range(render(sample_scene(k[1], k[4], k[3], k[2]))) for k in part])
+        scenes = [sample_scene(k[1], k[4], k[3], k[2]) for k in part]
+        if tag:
+            scenes = [near_miss(s, k[1], near_miss_p) for s, k in zip(scenes, part)]
+        clips = torch.stack([to_model_range(render(s)) for s in scenes])
         with torch.no_grad():
             z = pipe.vae.normalize(pipe.vae.encode(clips).mode())  # (B, C, T', h, w)
         for k, zk in zip(part, z):
@@ -112,14 +125,15 @@ def reader(a) -> None:
     pipe = KinemaPipeline.from_pretrained(a.model)
     cache = LatentCache(pipe.vae, a.cache)
     if a.render:
-        render_world_clips(pipe, cache, a.render)
-    z, scenes = cached_world_clips(cache)
+        render_world_clips(pipe, cache, a.render, near_miss_p=a.near_miss)
+    z, scenes = cached_world_clips(cache, near_misses=a.near_miss is not None)
     if len(z) < 2 * a.holdout:
         raise SystemExit(f"{cache.dir} holds {len(z)} world clips of this model's autoencoder; a reader needs "
                          f"thousands: run the DiT recipe with latent_cache_dir = {a.cache!r} first")
     print(f"{len(z)} cached world clips {tuple(z.shape[1:])}; {a.holdout} held out", flush=True)
     t0 = time.time()
-    cfg = ReaderConfig(latent_channels=z.shape[1], grid=tuple(z.shape[2:]), noisy=a.noisy)
+    cfg = ReaderConfig(latent_channels=z.shape[1], grid=tuple(z.shape[2:]), noisy=a.noisy,
+                       unclear=a.near_miss is not None)
     model = train_reader(z[a.holdout:], scenes[a.holdout:], cfg, epochs=a.epochs, seed=a.seed)
     for t in (0.0, 0.3, 0.5, 0.7, 0.9) if a.noisy else (None,):
         acc = reader_accuracy(model, z[:a.holdout].float(), scenes[:a.holdout], t=t)
@@ -204,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"first render and encode N world clips (seeds {RENDER_SEED}..) into --cache: no DiT run needed")
     r.add_argument("--noisy", action="store_true",
                    help="a noisy reader: reads x_t at any noise level t, a guide for the pipeline's reader_guidance")
+    r.add_argument("--near-miss", type=near_miss_chance, metavar="P",
+                   help="--render's clips have each object's motion a near miss with chance P, and the reader "
+                        "reads motions as the judge measures them, 'unclear' among them (kinema.world.nearmiss)")
     r.add_argument("--epochs", type=int, default=16)
     r.add_argument("--holdout", type=int, default=1000, help="clips kept out of training, to report accuracy")
     r.add_argument("--seed", type=int, default=0)

@@ -573,3 +573,12 @@ def test_render_world_clips_fills_a_cache_the_reader_stage_reads(tmp_path):
     vae.encode = lambda x: encoded.append(len(x)) or CausalVideoVAE.encode(vae, x)
     train_verifier.render_world_clips(pipe, cache, 4, first_seed=10, batch=2)  # three are there: one to make
     assert encoded == [1]
+    # near misses: keyed apart, read only by a reader of near misses, each the near miss of its seed
+    from kinema.world.nearmiss import near_miss
+
+    train_verifier.render_world_clips(pipe, cache, 2, first_seed=10, batch=2, near_miss_p=1.0)
+    assert encoded == [1, 2] and ("world", 10, 5, 32, 32, train_verifier.NEAR_MISS, 1.0) in cache
+    assert len(train_verifier.cached_world_clips(LatentCache(vae, tmp_path))[1]) == 4
+    z, scenes = train_verifier.cached_world_clips(LatentCache(vae, tmp_path), near_misses=True)
+    assert len(z) == 6 and sum(repr(s) == repr(near_miss(sample_scene(sd, 32, 32, 5), sd, 1.0))
+                               for s in scenes for sd in (10, 11)) == 2

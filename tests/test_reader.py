@@ -163,3 +163,32 @@ def test_the_verifier_carries_its_reader(tmp_path):
         Verifier(cfg, f.shape[1])
     with pytest.raises(ValueError, match="reader"):
         Verifier(VerifierConfig(), f.shape[1], reader)
+
+
+def test_a_reader_of_near_misses_reads_motions_as_the_judge_measures_them(tmp_path):
+    from kinema.models.reader import UNCLEAR, reader_attributes
+    from kinema.world.nearmiss import near_miss
+
+    unclear = dataclasses.replace(SMALL, unclear=True)
+    readings = reader_attributes(True)
+    assert readings["motion"] == [*ATTRIBUTES["motion"], UNCLEAR] and reader_attributes(False) is ATTRIBUTES
+    # labels: the judge's reading of the ground truth, so a near miss is "unclear" and a plain
+    # world clip keeps its words (its speed read from how far it went)
+    scenes = [sample_scene(8_000_000 + i) for i in range(60)]
+    missed = [near_miss(s, s.seed) for s in scenes]
+    said = [[readings["motion"][m] for m in scene_targets(s, readings)[1][:, 2].tolist() if m != IGNORE] for s in missed]
+    assert sum(r.count(UNCLEAR) for r in said) > 5
+    for s in scenes:
+        present, labels, _, _ = scene_targets(s, readings)
+        for o in s.objects:
+            motion, speed = labels[COLOURS.index(o.colour), 2:].tolist()
+            assert readings["motion"][motion] == o.motion and (o.speed is None or readings["speed"][speed] == o.speed)
+    # the head has the 14th motion; a prompt's motion claim is scored against it
+    reader = SceneReader(unclear)
+    obj, _ = reader(torch.zeros(2, 24, 2, 4, 4))
+    assert obj.shape[-1] == 1 + sum(map(len, readings.values())) == 1 + 22
+    assert split_logits(obj, readings)["motion"].shape[-1] == 14
+    f = claim_features(reader, torch.zeros(2, 24, 2, 4, 4), ["a red square moving left", "a blue circle"])
+    assert f.shape == (2, 2) and (f < 0).all()
+    again = load_reader(save_reader(reader, tmp_path / "r"))
+    assert again.cfg.unclear and torch.equal(again(torch.ones(1, 24, 2, 4, 4))[0], reader.eval()(torch.ones(1, 24, 2, 4, 4))[0])

@@ -266,3 +266,36 @@ def test_closest_approach_measures_the_gap_between_the_objects():
     by_frame = [math.dist(pa, pb) - circumradius(a.shape, ea) - circumradius(b.shape, eb)
                 for pa, pb, ea, eb in zip(a.centroid, b.centroid, a.extent, b.extent)]
     assert gaps[0] == pytest.approx(min(by_frame))
+
+
+def test_near_misses_keep_the_scene_and_cross_the_judges_lines():
+    from kinema.eval.judge import ground_truth_motions, judge
+    from kinema.world.nearmiss import near_miss
+    from kinema.world.render import render
+
+    scenes = [sample_scene(8_000_000 + i) for i in range(120)]
+    missed = [near_miss(s, s.seed) for s in scenes]
+    assert near_miss(scenes[0], scenes[0].seed) == missed[0]  # deterministic
+    assert all(near_miss(s, s.seed, p=0.0) == s for s in scenes[:20])
+    # a world clip reads as the words it was drawn with (a speed the caption leaves out may be read)
+    for s in scenes:
+        for o, r in zip(s.objects, ground_truth_motions(ground_truth(s))):
+            assert r == f"{o.motion} ({o.speed})" if o.speed else r.partition(" (")[0] == o.motion
+    readings, changed = [], 0
+    for s, m in zip(scenes, missed):
+        assert (s.background, [(o.colour, o.shape, o.size, o.centroid[0], o.extent[0]) for o in s.objects]) == \
+            (m.background, [(o.colour, o.shape, o.size, o.centroid[0], o.extent[0]) for o in m.objects])
+        for o, r in zip(m.objects, ground_truth_motions(ground_truth(m))):
+            assert all(0.499 <= x0 and x1 <= m.width - 0.499 and 0.499 <= y0 and y1 <= m.height - 0.499
+                       for x0, y0, x1, y1 in map(o.bbox, range(m.num_frames)))  # still on the canvas
+            readings.append(r)
+        changed += s != m
+    assert changed > 0.4 * len(scenes) and readings.count("unclear") > 0.1 * len(readings)
+    # the label is the judge's: a near miss's pixels read as its ground truth does
+    s = next(m for m in missed for r in ground_truth_motions(ground_truth(m)) if r == "unclear")
+    caption_of_world = captions(sample_scene(s.seed), (), ())[0]
+    assert judge_observation(observe_ground_truth(ground_truth(sample_scene(s.seed))), caption_of_world).passed
+    assert not judge_observation(observe_ground_truth(ground_truth(s)), caption_of_world).passed
+    assert not judge(render(s), caption_of_world).passed
+    with pytest.raises(ValueError, match="near-miss chance"):
+        near_miss(scenes[0], 0, p=1.5)

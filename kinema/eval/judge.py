@@ -207,3 +207,11 @@ def observe_ground_truth(gt: dict) -> VideoObservation:
             rotation=0.0 if o["shape"] == "circle" else float(o["angle"][-1] - o["angle"][0])))
     bg = gt["background"]
     return VideoObservation(W, H, T, bg, tuple(float(v) for v in vocab.BACKGROUNDS[bg]), objects)
+
+
+def ground_truth_motions(gt: dict) -> list[str]:
+    """What the judge would read as each object's motion (with speed) from a clip's ground truth,
+    in its objects' order: describe_motion of the exact track, e.g. "right (slow)", "spinning" or
+    "unclear" (kinema.world.nearmiss's clips: a label as the judge draws the line, not the caption)."""
+    obs = observe_ground_truth(gt)
+    return [describe_motion(_track(o, obs.width, obs.height), o.shape) for o in obs.objects]

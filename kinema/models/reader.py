@@ -44,6 +44,13 @@ BACKGROUNDS = list(vocab.BACKGROUNDS)
 SPEEDS = [None, *vocab.SPEED_WORDS]  # an axis motion's speed word; None: not said
 ATTRIBUTES = {"shape": list(vocab.SHAPE_WORDS), "size": list(vocab.SIZE_WORDS),
               "motion": list(vocab.MOTIONS), "speed": SPEEDS}  # the per-colour readings, in order
+UNCLEAR = "unclear"  # the judge's reading of a motion that is none of the world's (kinema.world.nearmiss)
+
+
+def reader_attributes(unclear: bool = False) -> dict[str, list]:
+    """The per-colour readings of a reader, in order: ATTRIBUTES, with "unclear" as a 14th motion
+    when the reader is trained on near misses (ReaderConfig.unclear)."""
+    return {**ATTRIBUTES, "motion": [*ATTRIBUTES["motion"], UNCLEAR]} if unclear else ATTRIBUTES
 NUM_COUNTS = 2  # shapes world v1: one or two objects
 IGNORE = -100  # cross_entropy's ignore_index: a colour not in the scene has no shape
 
@@ -57,6 +64,9 @@ class ReaderConfig:
     layers: int = 3
     heads: int = 4
     noisy: bool = False  # reads x_t at a noise level t of the flow's path (a guide for sampling), not only clean z
+    # Reads motion and speed as the judge measures them, with "unclear" for a motion that is none of
+    # the world's: trained on world clips with near misses among them (kinema.world.nearmiss).
+    unclear: bool = False
 
     def __post_init__(self):
         self.grid = tuple(self.grid)
@@ -82,7 +92,8 @@ class SceneReader(nn.Module):
         self.norm_q, self.norm_h = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = nn.MultiheadAttention(d, cfg.heads, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        self.object_head = nn.Linear(d, 1 + sum(len(v) for v in ATTRIBUTES.values()))
+        self.attributes = reader_attributes(cfg.unclear)
+        self.object_head = nn.Linear(d, 1 + sum(len(v) for v in self.attributes.values()))
         self.scene_head = nn.Linear(d, len(BACKGROUNDS) + NUM_COUNTS)
 
     def forward(self, z: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -102,39 +113,50 @@ class SceneReader(nn.Module):
         return self.object_head(slots[:, :-1]), self.scene_head(slots[:, -1])
 
 
-def split_logits(obj: Tensor) -> dict[str, Tensor]:
+def split_logits(obj: Tensor, attributes: dict[str, list] = ATTRIBUTES) -> dict[str, Tensor]:
     """(..., 1 + 21) per-colour logits -> {"present": (...), "shape": (..., 3), ...}."""
     out, i = {"present": obj[..., 0]}, 1
-    for name, values in ATTRIBUTES.items():
+    for name, values in attributes.items():
         out[name] = obj[..., i:i + len(values)]
         i += len(values)
     return out
 
 
-def scene_targets(scene) -> tuple[Tensor, Tensor, int, int]:
+def scene_targets(scene, attributes: dict[str, list] = ATTRIBUTES) -> tuple[Tensor, Tensor, int, int]:
     """A world Scene -> (present (8,), attribute labels (8, 4) with IGNORE for absent colours,
-    background index, count index)."""
-    present, labels = torch.zeros(len(COLOURS)), torch.full((len(COLOURS), len(ATTRIBUTES)), IGNORE)
-    for o in scene.objects:
+    background index, count index). With "unclear" among the motions, motion and speed are what the
+    judge reads from the scene's ground truth, not the words its objects were drawn with."""
+    present, labels = torch.zeros(len(COLOURS)), torch.full((len(COLOURS), len(attributes)), IGNORE)
+    measured = [None] * len(scene.objects)
+    if UNCLEAR in attributes["motion"]:
+        from ..eval.judge import ground_truth_motions
+        from ..world import ground_truth
+
+        measured = ground_truth_motions(ground_truth(scene))
+    for o, reading in zip(scene.objects, measured):
         k = COLOURS.index(o.colour)
         present[k] = 1
-        labels[k] = torch.tensor([values.index(getattr(o, name)) for name, values in ATTRIBUTES.items()])
+        said = {name: getattr(o, name) for name in attributes}
+        if reading is not None:  # "right (slow)" -> motion right, speed slow
+            motion, _, speed = reading.partition(" (")
+            said["motion"], said["speed"] = motion, speed.rstrip(")") or None
+        labels[k] = torch.tensor([values.index(said[name]) for name, values in attributes.items()])
     return present, labels, BACKGROUNDS.index(scene.background), len(scene.objects) - 1
 
 
 def reader_loss(reader: SceneReader, z: Tensor, targets, t: Tensor | None = None) -> Tensor:
     present, labels, background, count = targets
     obj, scene = reader(z, t)
-    parts = split_logits(obj)
+    parts = split_logits(obj, reader.attributes)
     loss = F.binary_cross_entropy_with_logits(parts["present"], present) * len(COLOURS)
-    for k, name in enumerate(ATTRIBUTES):
+    for k, name in enumerate(reader.attributes):
         loss = loss + F.cross_entropy(parts[name].flatten(0, 1), labels[..., k].flatten(), ignore_index=IGNORE)
     return (loss + F.cross_entropy(scene[:, :len(BACKGROUNDS)], background)
             + F.cross_entropy(scene[:, len(BACKGROUNDS):], count))
 
 
-def stack_targets(scenes) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    rows = [scene_targets(s) for s in scenes]
+def stack_targets(scenes, attributes: dict[str, list] = ATTRIBUTES) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    rows = [scene_targets(s, attributes) for s in scenes]
     return (torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
             torch.tensor([r[2] for r in rows]), torch.tensor([r[3] for r in rows]))
 
@@ -152,7 +174,7 @@ def train_reader(z: Tensor, scenes: list, cfg: ReaderConfig | None = None, epoch
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     reader = SceneReader(cfg or ReaderConfig(latent_channels=z.shape[1], grid=tuple(z.shape[2:])))
-    targets = stack_targets(scenes)
+    targets = stack_targets(scenes, reader.attributes)
     opt = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=0.05)
     per_epoch = len(z) // batch
     total = epochs * per_epoch
@@ -187,16 +209,16 @@ def reader_accuracy(reader: SceneReader, z: Tensor, scenes: list, batch: int = 2
     """Share of clips read right: which colours are present (all 8 right), and each present
     object's shape, size, motion and speed; background; count. `t`: a noisy reader reads the clips
     at that noise level (noise drawn from `seed`)."""
-    present, labels, background, count = stack_targets(scenes)
+    present, labels, background, count = stack_targets(scenes, reader.attributes)
     times = None if t is None else torch.full((len(z),), float(t))
     if times is not None:
         z = flow.interpolate(z, torch.randn(z.shape, generator=torch.Generator().manual_seed(seed)), times)
     obj, scene = zip(*(reader(z[i:i + batch], None if times is None else times[i:i + batch])
                        for i in range(0, len(z), batch)))
-    parts, scene = split_logits(torch.cat(obj)), torch.cat(scene)
+    parts, scene = split_logits(torch.cat(obj), reader.attributes), torch.cat(scene)
     there = labels[..., 0] != IGNORE
     out = {"colours": ((parts["present"] > 0).float() == present).all(-1).float().mean().item()}
-    for k, name in enumerate(ATTRIBUTES):
+    for k, name in enumerate(reader.attributes):
         out[name] = (parts[name].argmax(-1)[there] == labels[..., k][there]).float().mean().item()
     out["background"] = (scene[:, :len(BACKGROUNDS)].argmax(-1) == background).float().mean().item()
     out["count"] = (scene[:, len(BACKGROUNDS):].argmax(-1) == count).float().mean().item()
@@ -236,9 +258,10 @@ def all_claims(terms: dict[str, list[Tensor]]) -> Tensor:
 def _claim_terms(reader: SceneReader, z: Tensor, prompts: list[str],
                  t: Tensor | None = None) -> list[dict[str, list[Tensor]] | None]:
     obj, scene = reader(z, t)
-    parts = split_logits(obj)
+    readings = reader.attributes
+    parts = split_logits(obj, readings)
     present = F.logsigmoid(parts["present"])  # (B, 8)
-    attr = {name: F.log_softmax(parts[name], -1) for name in ATTRIBUTES}  # (B, 8, n)
+    attr = {name: F.log_softmax(parts[name], -1) for name in readings}  # (B, 8, n)
     background = F.log_softmax(scene[:, :len(BACKGROUNDS)], -1)
     count = F.log_softmax(scene[:, len(BACKGROUNDS):], -1)
     out = []
@@ -260,7 +283,7 @@ def _claim_terms(reader: SceneReader, z: Tensor, prompts: list[str],
             options = []  # per candidate colour: the object's claim terms
             for k in (range(len(COLOURS)) if o.colour is None else [COLOURS.index(o.colour)]):
                 options.append({"present": present[i, k],
-                                **{name: attr[name][i, k, ATTRIBUTES[name].index(v)] for name, v in said.items()}})
+                                **{name: attr[name][i, k, readings[name].index(v)] for name, v in said.items()}})
             for name, v in max(options, key=lambda t: float(sum(t.values()).detach())).items():
                 terms[name].append(v)
         out.append(terms)
