@@ -277,6 +277,8 @@ def test_near_misses_keep_the_scene_and_cross_the_judges_lines():
     missed = [near_miss(s, s.seed) for s in scenes]
     assert near_miss(scenes[0], scenes[0].seed) == missed[0]  # deterministic
     assert all(near_miss(s, s.seed, p=0.0) == s for s in scenes[:20])
+    picture = sample_scene(5, 64, 64, 1)
+    assert near_miss(picture, 5, p=1.0) == picture  # one frame: no motion to miss
     # a world clip reads as the words it was drawn with (a speed the caption leaves out may be read)
     for s in scenes:
         for o, r in zip(s.objects, ground_truth_motions(ground_truth(s))):

@@ -12,7 +12,7 @@ square and a blue circle" and "a blue square and a red circle" are different rea
     tokens = patchify(z) + pos      (B, T' h/2 w/2, D)   one token a 1x2x2 latent patch
     h      = transformer(tokens)
     slots  = queries + attn(queries, h)                  (B, 8 colours + 1 scene, D)
-    logits = per colour: present (1), shape (3), size (2), motion (13), speed (3: none, slow, quick)
+    logits = per colour: present (1), shape (3), size (2), motion (13; 14 with "unclear"), speed (3: none, slow, quick)
              scene slot: background (3), count (2)
 
 `claim_features` scores a prompt's claims under a reading: log p of each attribute the prompt
@@ -45,14 +45,14 @@ SPEEDS = [None, *vocab.SPEED_WORDS]  # an axis motion's speed word; None: not sa
 ATTRIBUTES = {"shape": list(vocab.SHAPE_WORDS), "size": list(vocab.SIZE_WORDS),
               "motion": list(vocab.MOTIONS), "speed": SPEEDS}  # the per-colour readings, in order
 UNCLEAR = "unclear"  # the judge's reading of a motion that is none of the world's (kinema.world.nearmiss)
+NUM_COUNTS = 2  # shapes world v1: one or two objects
+IGNORE = -100  # cross_entropy's ignore_index: a colour not in the scene has no shape
 
 
 def reader_attributes(unclear: bool = False) -> dict[str, list]:
     """The per-colour readings of a reader, in order: ATTRIBUTES, with "unclear" as a 14th motion
     when the reader is trained on near misses (ReaderConfig.unclear)."""
     return {**ATTRIBUTES, "motion": [*ATTRIBUTES["motion"], UNCLEAR]} if unclear else ATTRIBUTES
-NUM_COUNTS = 2  # shapes world v1: one or two objects
-IGNORE = -100  # cross_entropy's ignore_index: a colour not in the scene has no shape
 
 
 @dataclass
@@ -114,7 +114,7 @@ class SceneReader(nn.Module):
 
 
 def split_logits(obj: Tensor, attributes: dict[str, list] = ATTRIBUTES) -> dict[str, Tensor]:
-    """(..., 1 + 21) per-colour logits -> {"present": (...), "shape": (..., 3), ...}."""
+    """(..., 1 + 21) per-colour logits (1 + 22 with "unclear") -> {"present": (...), "shape": (..., 3), ...}."""
     out, i = {"present": obj[..., 0]}, 1
     for name, values in attributes.items():
         out[name] = obj[..., i:i + len(values)]
@@ -129,7 +129,7 @@ def scene_targets(scene, attributes: dict[str, list] = ATTRIBUTES) -> tuple[Tens
     present, labels = torch.zeros(len(COLOURS)), torch.full((len(COLOURS), len(attributes)), IGNORE)
     measured = [None] * len(scene.objects)
     if UNCLEAR in attributes["motion"]:
-        from ..eval.judge import ground_truth_motions
+        from ..eval.judge import ground_truth_motions  # here: the judge is needed only for these labels
         from ..world import ground_truth
 
         measured = ground_truth_motions(ground_truth(scene))
