@@ -78,19 +78,26 @@ def sample(a) -> None:
 NEAR_MISS = "near miss"  # a cache key's tag for a clip drawn by kinema.world.nearmiss (then its chance p)
 
 
+def key_scene(key: tuple):
+    """The Scene a world clip's cache key names: ("world", seed, frames, height, width, ...); a
+    near-miss key's scene is the near miss of its seed. Other tags (spin settings) change a spinning
+    object's turn, not what the reader reads: the world's own scene."""
+    _, seed, frames, height, width = key[:5]
+    scene = sample_scene(seed, width, height, frames)
+    return near_miss(scene, seed, key[6]) if key[5:6] == (NEAR_MISS,) else scene
+
+
 def cached_world_clips(cache: LatentCache, near_misses: bool = False) -> tuple[torch.Tensor, list]:
     """(N, C, T', h, w) latents and their Scenes: every world clip a latent cache holds on disk
     (a training run's `latent_cache_dir`). A clip's key names its seed and size; the spin settings
     some keys add change a spinning object's turn, not what the reader reads. Near-miss clips
-    (`render_world_clips(near_miss=p)`) only with `near_misses`: their words are not what they show."""
+    (`render_world_clips(near_miss_p=p)`) only with `near_misses`: their words are not what they show."""
     latents, scenes = [], []
     for key, z in cache.stored():
         if key[0] != "world" or (key[5:6] == (NEAR_MISS,) and not near_misses):
             continue
         latents.append(z.half())
-        _, seed, frames, height, width = key[:5]
-        scene = sample_scene(seed, width, height, frames)
-        scenes.append(near_miss(scene, seed, key[6]) if key[5:6] == (NEAR_MISS,) else scene)
+        scenes.append(key_scene(key))
     shapes = {tuple(z.shape) for z in latents}
     if len(shapes) > 1:
         raise SystemExit(f"{cache.dir} holds latents of several sizes {sorted(shapes)}: one bucket a reader")
@@ -111,10 +118,7 @@ def render_world_clips(pipe: KinemaPipeline, cache: LatentCache, n: int, first_s
             if k not in cache]
     for i in tqdm(range(0, len(keys), batch), desc="render + encode", unit="batch"):
         part = keys[i:i + batch]
-        scenes = [sample_scene(k[1], k[4], k[3], k[2]) for k in part]
-        if tag:
-            scenes = [near_miss(s, k[1], near_miss_p) for s, k in zip(scenes, part)]
-        clips = torch.stack([to_model_range(render(s)) for s in scenes])
+        clips = torch.stack([to_model_range(render(key_scene(k))) for k in part])
         with torch.no_grad():
             z = pipe.vae.normalize(pipe.vae.encode(clips).mode())  # (B, C, T', h, w)
         for k, zk in zip(part, z):
