@@ -112,6 +112,15 @@ def flow_loss(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
     return F.mse_loss(pred.float(), velocity_target(x0, noise).float())
 
 
+def weighted_flow_loss(pred: Tensor, x0: Tensor, noise: Tensor, weight: Tensor) -> Tensor:
+    """flow_loss with each element's squared error weighted: sum(w e^2) / sum(w), w broadcast to
+    the latent's shape (e.g. (B, 1, T', H', W') to weigh spacetime cells). Uniform weights give
+    flow_loss; in fp32."""
+    err = (pred.float() - velocity_target(x0, noise).float()) ** 2
+    w = weight.float().expand_as(err)
+    return (w * err).sum() / w.sum().clamp_min(1e-12)
+
+
 def flow_errors(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
     """(B,) each sample's mean squared velocity error (flow_loss per sample, in fp32)."""
     err = (pred.float() - velocity_target(x0, noise).float()) ** 2

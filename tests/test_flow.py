@@ -77,6 +77,20 @@ def test_flow_loss_zero_at_target():
     assert flow.flow_loss(torch.zeros_like(x0), x0, noise).item() == pytest.approx(((noise - x0) ** 2).mean().item())
 
 
+def test_weighted_flow_loss_weighs_cells_and_is_flow_loss_when_uniform():
+    x0, noise, pred = torch.randn(3, 2, 4, 5, 6, 6).unbind(0)
+    plain = flow.flow_loss(pred, x0, noise).item()
+    assert flow.weighted_flow_loss(pred, x0, noise, torch.full((2, 1, 5, 6, 6), 3.0)).item() == pytest.approx(plain, rel=1e-6)
+    cell = torch.zeros(2, 1, 5, 6, 6)
+    cell[1, 0, 2, 3, 4] = 1.0  # all weight on one spacetime cell: its error over the channels
+    want = ((pred - (noise - x0))[1, :, 2, 3, 4] ** 2).mean().item()
+    assert flow.weighted_flow_loss(pred, x0, noise, cell).item() == pytest.approx(want, rel=1e-6)
+    heavy = 1 + 3 * cell  # weighing a badly predicted cell up raises the loss above the plain mean
+    pred_bad = pred.clone()
+    pred_bad[1, :, 2, 3, 4] += 10
+    assert flow.weighted_flow_loss(pred_bad, x0, noise, heavy).item() > flow.flow_loss(pred_bad, x0, noise).item()
+
+
 def test_flow_errors_are_the_per_sample_flow_loss():
     x0, noise = _pair(3)
     pred = torch.randn_like(x0)

@@ -137,6 +137,35 @@ def test_scene_regions_of_a_batch_come_from_pool_keys_and_fresh_seeds():
     assert SceneRegions(fresh, 4, (1, 2, 2))(VideoBatches(fresh, 2).batch(0), (5, 8, 8)).any()
 
 
+def test_scene_regions_follow_the_spins_the_loader_renders():
+    from kinema.data.loader import DataConfig
+    from kinema.world import sample_scene
+    from kinema.world.scene import respin
+
+    one_way = DataConfig(buckets=[[5, 32, 32]], num_clips=4, spin_direction="counterclockwise")
+    batch = {"index": [0], "keys": [("world", 37, 5, 32, 32)], "bucket": (5, 32, 32)}  # seed 37: a spinning square
+    regions = SceneRegions(one_way, 4, (1, 1, 1))(batch, (2, 4, 4))[0]
+    scene = sample_scene(37, 32, 32, 5)
+    assert torch.equal(regions, scene_regions(respin(scene, None, "counterclockwise"), (2, 4, 4), 4))
+    assert not torch.equal(regions, scene_regions(scene, (2, 4, 4), 4))  # the world's own turn covers other cells
+
+
+def test_an_object_weighted_run_logs_both_losses_and_checks_its_config(tmp_path, vae_dir):  # noqa: F811
+    train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "p", steps=2), []), progress=False)
+    train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "o", steps=2), ["object_loss_weight=3"]),
+              progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    plain, weighted = losses(tmp_path / "p"), losses(tmp_path / "o")
+    assert weighted[1] == pytest.approx(plain[1], rel=1e-5)  # "loss" stays the plain flow loss of the same forward
+    assert rows[0]["weighted_loss"] != pytest.approx(rows[0]["loss"], rel=1e-3)  # the objects' cells weigh more
+    assert weighted[2] != pytest.approx(plain[2], rel=1e-6)  # and so the first step moved the weights otherwise
+    for bad, why in [(["object_loss_weight=-1"], ">= 0"),
+                     (["object_loss_weight=1", "data.source='csv'", "data.csv='x.csv'"], "world"),
+                     (["object_loss_weight=1", "mix_latents='m'"], "mix_latents")]:
+        with pytest.raises(ConfigError, match=why):
+            load_dit_train_config(write_config(tmp_path, vae_dir, "bad"), bad)
+
+
 def test_a_grounded_run_logs_its_loss_and_checks_its_config(tmp_path, vae_dir):  # noqa: F811
     cfg = load_dit_train_config(write_config(tmp_path, vae_dir, "g", steps=3), ["grounding_weight=0.5"])
     train_dit(cfg, progress=False)

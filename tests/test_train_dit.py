@@ -289,6 +289,25 @@ def test_torchrun_two_processes_match_one(tmp_path, vae_dir, trained):
         assert ddp[step] == pytest.approx(full[step], rel=1e-4), step
 
 
+def test_bf16_on_a_cpu_without_bf16_arithmetic_is_named_as_slow(tmp_path, vae_dir, monkeypatch):
+    from kinema.train import distributed
+
+    cpu = torch.device("cpu")
+    message = distributed.slow_bf16_warning(cpu, {"avx2", "fma"})
+    assert "fp32" in message and "avx512_bf16" in message
+    assert distributed.slow_bf16_warning(cpu, {"avx2", "avx512f", "avx512_bf16"}) is None
+    assert distributed.slow_bf16_warning(cpu, {"amx_bf16"}) is None
+    assert distributed.slow_bf16_warning(torch.device("cuda")) is None
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert distributed.cpu_flags(str(info)) == {"fpu", "sse", "avx2"}
+    assert distributed.cpu_flags(str(tmp_path / "none")) is None
+    monkeypatch.setattr(distributed, "cpu_flags", lambda: {"avx2"})  # a bf16 run on such a CPU says so
+    with pytest.warns(UserWarning, match="precision = 'fp32'"):
+        train_dit(load_dit_train_config(write_config(tmp_path, vae_dir, "b", steps=1), ["precision='bf16'"]),
+                  progress=False)
+
+
 def test_config_errors(tmp_path, vae_dir):
     cfg = write_config(tmp_path, vae_dir, "x")
     with pytest.raises(ConfigError, match="unknown config key"):

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ..config import to_dict
 from ..data.loader import from_model_range, to_model_range
 from ..train.checkpoint import load_optimizer, optimizer_tensors
+from ..train.distributed import slow_bf16_warning
 from ..train.optim import OptimConfig, lr_at, make_adamw
 from ..eval.metrics import psnr, ssim
 from .vae import CausalVideoVAE, VAEConfig, replace_config
@@ -218,6 +219,9 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True, log=print) -> CausalVi
     (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     log(f"CausalVideoVAE: {vae.num_params() / 1e6:.2f} M params, {cfg.precision}, "
         f"batch {cfg.data.batch_size} x {cfg.data.frames}x{cfg.data.height}x{cfg.data.width}, {cfg.steps} steps")
+    slow = slow_bf16_warning(torch.device("cpu")) if cfg.precision == "bf16" else None
+    if slow:
+        log(f"warning: {slow}")
     vae.train()
     if not cfg.train_encoder:
         vae.encoder.eval()  # frozen: no dropout/norm-statistics drift (GroupNorm has none, but say it)

@@ -106,6 +106,14 @@ class DataConfig:
                     raise ValueError(f"data.motion_repeats[{motion!r}] must be an integer >= 1, got {r!r}")
 
 
+def world_spin(cfg: DataConfig) -> tuple[tuple[float, float] | None, str | None] | None:
+    """(spin degrees or None, spin direction or None) with which a world clip of `cfg` is respun
+    (kinema.world.scene.respin), or None for the world's own spins."""
+    degrees = None if cfg.spin_degrees is None else tuple(map(float, cfg.spin_degrees))
+    direction = check_spin_direction(cfg.spin_direction)
+    return (degrees, direction) if degrees or direction else None
+
+
 def _world_work(job: tuple) -> tuple[np.ndarray | None, tuple[str, str]]:
     """(frames or None, (caption, short caption)) of one world clip; in a render worker or not."""
     seed, (f, h, w), fps, exclude, render, spin = job
@@ -169,10 +177,7 @@ class VideoBatches:
         self._lengths: dict[str, int] = {}  # csv: frames a video decoded to (its clip's start depends on it)
         self._epoch: tuple[int, list[int]] | None = None  # world pool: (epoch, its shuffled clip order)
         self._workers = None  # data.workers > 0: the process pool, started by the first batch
-        # world: (spin degrees or None, spin direction or None) that respin a clip, or None for the world's own
-        degrees = None if cfg.spin_degrees is None else tuple(map(float, cfg.spin_degrees))
-        direction = check_spin_direction(cfg.spin_direction)
-        self._spin = (degrees, direction) if degrees or direction else None
+        self._spin = world_spin(cfg)
         if cfg.source == "world" and cfg.num_clips is not None:
             self._pool = list(range(cfg.num_clips))  # one epoch's clips, before its shuffle
             if cfg.object_count_repeats is not None:

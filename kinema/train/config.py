@@ -67,6 +67,9 @@ class DiTTrainConfig:
     # weight of the grounded cross-attention loss (train/grounding.py): each world object's caption
     # words read where the object is; 0 = off. Needs world data and cross-attention conditioning
     grounding_weight: float = 0.0
+    # the flow loss on the latent cells a world object covers (train/grounding.py's scene_regions on the
+    # latent grid) weighted 1 + this, the background's 1; 0 = the plain loss. Needs world data
+    object_loss_weight: float = 0.0
 
     def __post_init__(self):
         if self.time_range is not None:
@@ -78,6 +81,14 @@ class DiTTrainConfig:
             raise ConfigError(f"mix_share must be in [0, 1], got {self.mix_share}")
         if self.grounding_weight < 0:
             raise ConfigError(f"grounding_weight must be >= 0, got {self.grounding_weight}")
+        if self.object_loss_weight < 0:
+            raise ConfigError(f"object_loss_weight must be >= 0, got {self.object_loss_weight}")
+        if self.object_loss_weight > 0:
+            if self.data.source != "world":
+                raise ConfigError("object_loss_weight > 0 needs data.source = 'world' (its scenes say where objects are)")
+            if self.mix_latents and self.mix_share > 0:
+                raise ConfigError("object_loss_weight > 0 cannot be combined with mix_latents: mixed samples "
+                                  "have no scene")
         if self.grounding_weight > 0:
             if self.data.source != "world":
                 raise ConfigError("grounding_weight > 0 needs data.source = 'world' (its scenes say where objects are)")

@@ -16,6 +16,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,8 @@ from ..text import CachedTextEncoder, load_text_encoder
 from ..text.refine import caption_tables
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DiTTrainConfig
-from .distributed import Dist, any_across, barrier, init_distributed, mean_across, shutdown, wrap_ddp
+from .distributed import (Dist, any_across, barrier, init_distributed, mean_across, shutdown, slow_bf16_warning,
+                          wrap_ddp)
 from .grounding import AttentionMaps, SceneRegions, grounding_loss, object_token_masks
 from .grow import init_from_model
 from .latent_cache import LatentCache
@@ -163,6 +165,12 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
     if cfg.grounding_weight > 0:  # kinema/train/grounding.py
         grounding = _Grounding(AttentionMaps(model), SceneRegions(cfg.data, vae.temporal_stride, dit_cfg.patch_size),
                                _tokenizer(text.encoder))
+    objects = None  # where each world clip's objects are, on the latent grid (object_loss_weight)
+    if cfg.object_loss_weight > 0:
+        objects = SceneRegions(cfg.data, vae.temporal_stride, (1, 1, 1))
+    slow = slow_bf16_warning(d.device) if cfg.precision == "bf16" else None
+    if slow and d.is_main:
+        warnings.warn(slow, stacklevel=2)
     config_json = to_dict(cfg)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +205,9 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"), maps:
                 pred = ddp_model(xt, t, states.to(d.device), mask.to(d.device))
             loss = flow_loss = flow.flow_loss(pred.float(), x0, noise)
+            if objects is not None:  # "loss" in the log stays the plain flow loss, comparable with other runs
+                where = objects(batch, x0.shape[2:]).amax(1).view(x0.shape[0], 1, *x0.shape[2:])  # (b, 1, T', H', W')
+                loss = flow.weighted_flow_loss(pred, x0, noise, 1 + cfg.object_loss_weight * where.to(d.device))
             if grounding is not None:
                 words = object_token_masks(grounding.tokenizer, texts, states.shape[1]).to(d.device)
                 regions = grounding.regions(batch, x0.shape[2:]).to(d.device)
@@ -222,6 +233,8 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                 row = {"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
                        "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
                        "bucket": list(batch["bucket"])}
+                if objects is not None:
+                    row["weighted_loss"] = float(mean_across(loss.detach(), d))
                 if grounding is not None:  # "loss" stays the flow loss, comparable with runs without it
                     row["grounding"] = float(mean_across(ground_loss.detach(), d))
                 with open(log_path, "a") as fh:

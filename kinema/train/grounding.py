@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.loader import world_spin
 from ..world import sample_scene
+from ..world.scene import respin
 from ..world.parse import PromptError, object_word_spans
 from ..world.render import coverage
 
@@ -104,6 +106,7 @@ class SceneRegions:
 
     def __init__(self, data, temporal_stride: int, patch: tuple[int, int, int], objects: int = 2):
         self.data, self.stride, self.patch, self.objects = data, temporal_stride, patch, objects
+        self.spin = world_spin(data) if data.source == "world" else None
         self.store: dict[tuple, Tensor] = {}
 
     def seeds(self, batch: dict) -> list[int | None]:
@@ -126,7 +129,10 @@ class SceneRegions:
             key = (seed, f, h, w, grid)
             regions = self.store.get(key)
             if regions is None:
-                regions = scene_regions(sample_scene(seed, w, h, f, self.data.fps), grid, self.stride, self.objects)
+                scene = sample_scene(seed, w, h, f, self.data.fps)
+                if self.spin is not None:  # the spins the loader renders (data.spin_degrees, spin_direction)
+                    scene = respin(scene, *self.spin)
+                regions = scene_regions(scene, grid, self.stride, self.objects)
                 if self.data.num_clips is not None:  # a fresh stream never repeats a clip: keep nothing
                     self.store[key] = regions
             rows.append(regions)
