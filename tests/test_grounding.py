@@ -159,6 +159,11 @@ def test_an_object_weighted_run_logs_both_losses_and_checks_its_config(tmp_path,
     assert weighted[1] == pytest.approx(plain[1], rel=1e-5)  # "loss" stays the plain flow loss of the same forward
     assert rows[0]["weighted_loss"] != pytest.approx(rows[0]["loss"], rel=1e-3)  # the objects' cells weigh more
     assert weighted[2] != pytest.approx(plain[2], rel=1e-6)  # and so the first step moved the weights otherwise
+    both = load_dit_train_config(write_config(tmp_path, vae_dir, "og", steps=1),
+                                 ["object_loss_weight=3", "grounding_weight=0.5"])
+    train_dit(both, progress=False)  # with grounding too, each column keeps its own loss
+    row = json.loads((tmp_path / "og" / "log.jsonl").read_text().splitlines()[0])
+    assert row["weighted_loss"] == pytest.approx(rows[0]["weighted_loss"], rel=1e-5) and row["grounding"] > 0
     for bad, why in [(["object_loss_weight=-1"], ">= 0"),
                      (["object_loss_weight=1", "data.source='csv'", "data.csv='x.csv'"], "world"),
                      (["object_loss_weight=1", "mix_latents='m'"], "mix_latents")]:

@@ -207,7 +207,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
             loss = flow_loss = flow.flow_loss(pred.float(), x0, noise)
             if objects is not None:  # "loss" in the log stays the plain flow loss, comparable with other runs
                 where = objects(batch, x0.shape[2:]).amax(1).view(x0.shape[0], 1, *x0.shape[2:])  # (b, 1, T', H', W')
-                loss = flow.weighted_flow_loss(pred, x0, noise, 1 + cfg.object_loss_weight * where.to(d.device))
+                loss = weighted = flow.weighted_flow_loss(pred, x0, noise, 1 + cfg.object_loss_weight * where.to(d.device))
             if grounding is not None:
                 words = object_token_masks(grounding.tokenizer, texts, states.shape[1]).to(d.device)
                 regions = grounding.regions(batch, x0.shape[2:]).to(d.device)
@@ -234,7 +234,7 @@ def _train(cfg: DiTTrainConfig, d: Dist, progress: bool, on_step) -> dict:
                        "lr": lr_at(step, cfg.optim, cfg.steps), "samples_per_s": round(rate, 2),
                        "bucket": list(batch["bucket"])}
                 if objects is not None:
-                    row["weighted_loss"] = float(mean_across(loss.detach(), d))
+                    row["weighted_loss"] = float(mean_across(weighted.detach(), d))  # without a grounding term
                 if grounding is not None:  # "loss" stays the flow loss, comparable with runs without it
                     row["grounding"] = float(mean_across(ground_loss.detach(), d))
                 with open(log_path, "a") as fh:
