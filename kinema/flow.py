@@ -112,19 +112,23 @@ def flow_loss(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
     return F.mse_loss(pred.float(), velocity_target(x0, noise).float())
 
 
+def squared_errors(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
+    """Each element's squared error to the velocity target, in fp32 (the latent's shape)."""
+    return (pred.float() - velocity_target(x0, noise).float()) ** 2
+
+
 def weighted_flow_loss(pred: Tensor, x0: Tensor, noise: Tensor, weight: Tensor) -> Tensor:
     """flow_loss with each element's squared error weighted: sum(w e^2) / sum(w), w broadcast to
     the latent's shape (e.g. (B, 1, T', H', W') to weigh spacetime cells). Uniform weights give
     flow_loss; in fp32."""
-    err = (pred.float() - velocity_target(x0, noise).float()) ** 2
+    err = squared_errors(pred, x0, noise)
     w = weight.float().expand_as(err)
     return (w * err).sum() / w.sum().clamp_min(1e-12)
 
 
 def flow_errors(pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
     """(B,) each sample's mean squared velocity error (flow_loss per sample, in fp32)."""
-    err = (pred.float() - velocity_target(x0, noise).float()) ** 2
-    return err.flatten(1).mean(1)
+    return squared_errors(pred, x0, noise).flatten(1).mean(1)
 
 
 def flow_dpo_loss(err_w: Tensor, err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor,

@@ -79,27 +79,24 @@ class DiTTrainConfig:
                 raise ConfigError(f"time_range: {e}") from None
         if not 0.0 <= self.mix_share <= 1.0:
             raise ConfigError(f"mix_share must be in [0, 1], got {self.mix_share}")
-        if self.grounding_weight < 0:
-            raise ConfigError(f"grounding_weight must be >= 0, got {self.grounding_weight}")
-        if self.object_loss_weight < 0:
-            raise ConfigError(f"object_loss_weight must be >= 0, got {self.object_loss_weight}")
-        if self.object_loss_weight > 0:
-            if self.data.source != "world":
-                raise ConfigError("object_loss_weight > 0 needs data.source = 'world' (its scenes say where objects are)")
-            if self.mix_latents and self.mix_share > 0:
-                raise ConfigError("object_loss_weight > 0 cannot be combined with mix_latents: mixed samples "
-                                  "have no scene")
+        for name in ("grounding_weight", "object_loss_weight"):
+            self._check_scene_loss(name)
         if self.grounding_weight > 0:
-            if self.data.source != "world":
-                raise ConfigError("grounding_weight > 0 needs data.source = 'world' (its scenes say where objects are)")
             if self.dit.conditioning != "cross":
                 raise ConfigError("grounding_weight > 0 needs dit.conditioning = 'cross' (it grounds cross-attention)")
             if self.dit.patch_size[0] != 1:
                 raise ConfigError(f"grounding_weight > 0 needs a temporal patch of 1, got {self.dit.patch_size}")
-            if self.mix_latents and self.mix_share > 0:
-                raise ConfigError("grounding_weight > 0 cannot be combined with mix_latents: mixed samples "
-                                  "have no scene")
 
+    def _check_scene_loss(self, name: str) -> None:
+        """The weight `name` of a loss that reads each world clip's scene: >= 0, and when on, world
+        data and no mixed latents (which have no scene)."""
+        weight = getattr(self, name)
+        if weight < 0:
+            raise ConfigError(f"{name} must be >= 0, got {weight}")
+        if weight > 0 and self.data.source != "world":
+            raise ConfigError(f"{name} > 0 needs data.source = 'world' (its scenes say where objects are)")
+        if weight > 0 and self.mix_latents and self.mix_share > 0:
+            raise ConfigError(f"{name} > 0 cannot be combined with mix_latents: mixed samples have no scene")
 
 def load_dit_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DiTTrainConfig:
     """file <- overrides, on top of the named preset's DiTConfig."""
