@@ -336,8 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data.dataset import DatasetError
     from .data.video_io import VideoReadError
+    from .malloc import tune_malloc
 
     args = build_parser().parse_args(argv)
+    tune_malloc()  # freed tensor memory stays in the heap: CPU runs 15-20 % faster (kinema/malloc.py)
     try:
         return args.func(args)
     except (ValueError, VideoReadError, DatasetError, FileNotFoundError) as e:  # PromptError, ConfigError too

@@ -49,7 +49,14 @@ class Autoguided(torch.nn.Module):
         self.model, self.guide, self.cfg = model, guide, model.cfg
         self.guidance, self.autoguidance, self.interval = guidance, autoguidance, interval
 
-    def forward(self, x, t, text, mask):
+    def encode_text(self, text, mask, keys_values=False):
+        """The pipeline makes its caption context once with this; here it is the caption as given,
+        which the model and its guide (another DiT, or the model with blocks skipped) each read."""
+        return text, mask
+
+    def forward(self, x, t, text=None, mask=None, context=None):
+        if context is not None:
+            text, mask = context
         B = x.shape[0] // 2
         # `guidance` at noise levels t in [lo, hi] (Kynkaanniemi et al. 2024), `outside` elsewhere
         lo, hi, outside = (*self.interval, 1.0)[:3]

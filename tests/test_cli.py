@@ -15,6 +15,18 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "kinema", *args], capture_output=True, text=True, timeout=300)
 
 
+def test_malloc_tuning_takes_on_glibc_and_can_be_switched_off(monkeypatch):
+    """kinema/malloc.py: the command keeps freed tensor memory in the heap (benchmarks/generate_speed.py
+    --malloc both measures what it gives); KINEMA_MALLOC=default leaves malloc alone."""
+    import platform
+
+    from kinema.malloc import tune_malloc
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert tune_malloc() is True
+    monkeypatch.setenv("KINEMA_MALLOC", "default")
+    assert tune_malloc() is False
+
+
 def test_world_sample_then_judge(tmp_path):
     out, gt = tmp_path / "clip.mp4", tmp_path / "gt.json"
     assert main(["world", "sample", "--seed", "4", "--out", str(out), "--width", "96", "--height", "64",

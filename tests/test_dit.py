@@ -119,6 +119,75 @@ def test_rope_score_depends_only_on_offset():
     assert torch.allclose(apply_rope(x[:, :, :1], cos[:1], sin[:1]), x[:, :, :1])
 
 
+def test_rope_is_the_written_out_rotation_of_each_channel_pair():
+    torch.manual_seed(0)
+    cos, sin = rope_cos_sin((2, 3, 4), 16)  # 2 x (24, 8)
+    x = torch.randn(2, 24, 3, 16).transpose(1, 2)  # (B, h, N, d), not contiguous: as a split qkv gives it
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    written = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    assert torch.equal(apply_rope(x, cos, sin), written)
+    xb = x.bfloat16()  # rotated in fp32, returned in the input's dtype
+    assert apply_rope(xb, cos, sin).dtype == torch.bfloat16
+    assert torch.equal(apply_rope(xb, cos, sin), apply_rope(xb.float(), cos, sin).bfloat16())
+    xg = x.clone().requires_grad_(True)
+    apply_rope(xg, cos, sin).pow(2).sum().backward()  # a rotation keeps norms: d|Rx|^2/dx = 2x
+    assert torch.allclose(xg.grad, 2 * x, atol=1e-5)
+
+
+def test_the_sampling_gelu_is_the_tanh_gelu():
+    from kinema.models.dit import TanhGELU
+    x = torch.linspace(-8, 8, 4001).reshape(1, -1)
+    ref = torch.nn.functional.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        fast = TanhGELU()(x)  # the in-place sigmoid form
+    assert torch.allclose(fast, ref, atol=1e-6, rtol=0) and torch.equal(x, torch.linspace(-8, 8, 4001).reshape(1, -1))
+    xg = x.clone().requires_grad_(True)
+    TanhGELU()(xg).sum().backward()  # with autograd: F.gelu itself
+    assert torch.equal(TanhGELU()(xg), ref) and xg.grad is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("refiner", [0, 1])
+def test_a_text_context_made_once_gives_the_same_velocity(mode, refiner):
+    cfg = tiny(mode, text_refiner_depth=refiner)
+    model = perturbed(cfg)
+    x, t, text, mask = inputs(cfg)
+    mask[1] = False  # an empty caption too
+    with torch.no_grad():
+        ref = model(x, t, text, mask)
+        ctx = model.encode_text(text, mask, keys_values=True)
+        assert (ctx.kv is not None) == (mode == "cross")  # joint blocks modulate the text by t: nothing to keep
+        assert torch.allclose(model(x, t, context=ctx), ref, atol=1e-6)
+        for t2 in (torch.zeros(2), torch.ones(2)):  # one context, any noise level
+            assert torch.allclose(model(x, t2, context=ctx), model(x, t2, text, mask), atol=1e-6)
+        rows = torch.tensor([1, 0, 0])  # a context made once per caption, read by several samples
+        x3 = torch.cat([x, x[:1]])
+        assert torch.allclose(model(x3, t[rows], context=ctx.select(rows)), model(x3, t[rows], text[rows], mask[rows]),
+                              atol=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        model(x, t, text, mask, context=ctx)
+    with pytest.raises(ValueError, match="not both"):
+        model(x, t)
+    with pytest.raises(ValueError, match="context states"):
+        model(x[:1], t[:1], context=ctx)
+
+
+def test_a_loaded_dit_is_built_unfilled_and_holds_exactly_the_files_weights(tmp_path):
+    from kinema.models.loading import skip_init
+    from kinema.pipelines.pipeline import load_dit, save_dit
+    ones = torch.ones(3)
+    with skip_init():
+        assert torch.nn.init.zeros_(ones) is ones and torch.equal(ones, torch.ones(3))  # fills do nothing inside
+    with pytest.raises(RuntimeError), skip_init():
+        raise RuntimeError  # and are given back however the block ends
+    assert torch.equal(torch.nn.init.zeros_(ones), torch.zeros(3))
+    model = perturbed(tiny())
+    save_dit(model, model.cfg, tmp_path)
+    loaded = load_dit(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert torch.equal(torch.nn.init.zeros_(torch.ones(2)), torch.zeros(2))
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("refiner", [0, 1])
 def test_padding_text_tokens_do_not_change_the_output(mode, refiner):

@@ -160,6 +160,19 @@ def test_minilm_empty_prompt_deterministic_and_truncation(minilm):
     assert m.all()
 
 
+def test_repeated_texts_are_encoded_once_and_given_back_in_order(minilm, monkeypatch):
+    texts = [TEXTS[0], "", TEXTS[0], TEXTS[1], ""]
+    seen = []
+    encode_batch = minilm._encode_batch
+    monkeypatch.setattr(minilm, "_encode_batch", lambda batch, **kw: seen.append(list(batch)) or encode_batch(batch, **kw))
+    states, mask = minilm.encode(texts)
+    assert seen == [[TEXTS[0], "", TEXTS[1]]]  # each distinct text once
+    for i, text in enumerate(texts):
+        alone, alone_mask = encode_batch([text])
+        torch.testing.assert_close(states[i], alone[0], atol=1e-5, rtol=0)
+        assert torch.equal(mask[i], alone_mask[0])
+
+
 def test_minilm_is_transformers_bert_without_transformers(minilm, tiny):
     """The default encoder runs our own BERT (kinema/text/bert.py) and `tokenizers` directly: the
     token ids equal transformers' tokenizer's and the states its BertModel's, and loading it does

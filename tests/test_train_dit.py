@@ -385,8 +385,8 @@ def test_high_noise_expert_runs_the_steps_at_and_above_its_boundary(pipe, strong
     seen = []
     for name, model in (("base", pipe.dit), ("expert", strong.dit)):
         forward = model.forward
-        monkeypatch.setattr(model, "forward", lambda x, t, *a, _f=forward, _n=name: seen.append((_n, round(float(t[0]), 4)))
-                            or _f(x, t, *a))
+        monkeypatch.setattr(model, "forward", lambda x, t, *a, _f=forward, _n=name, **k: seen.append(
+            (_n, round(float(t[0]), 4))) or _f(x, t, *a, **k))
 
     def run(p):
         seen.clear()
@@ -425,7 +425,7 @@ def test_binding_guidance_steers_two_object_prompts_only(strong, monkeypatch):
     encoded, batches = [], []
     encode, forward = strong.text_encoder.encode, strong.dit.forward
     monkeypatch.setattr(strong.text_encoder, "encode", lambda texts: encoded.append(list(texts)) or encode(texts))
-    monkeypatch.setattr(strong.dit, "forward", lambda x, *a: batches.append(x.shape[0]) or forward(x, *a))
+    monkeypatch.setattr(strong.dit, "forward", lambda x, *a, **k: batches.append(x.shape[0]) or forward(x, *a, **k))
 
     def run(prompt, p=strong, **kw):
         encoded.clear(), batches.clear()

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import from_dict, to_dict
+from ..models.loading import skip_init
 from .layers import (Conv, Downsample, ResBlock, Upsample, batch_frames, channel_resize, check_channel_resize,
                      make_norm, unbatch_frames)
 
@@ -364,7 +365,8 @@ class CausalVideoVAE(nn.Module):
         if missing:
             raise FileNotFoundError(f"VAE folder '{d}' lacks {missing} (save it with save_pretrained)")
         cfg = from_dict(VAEConfig, json.loads((d / CONFIG_NAME).read_text()))
-        vae = cls(cfg)
+        with skip_init():  # every tensor comes from the file (strict load)
+            vae = cls(cfg)
         vae.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
         return vae.eval()
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .. import flow
 from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME  # every part folder's file names
 from ..config import from_dict, to_dict
+from .loading import skip_init
 from .reader import ReaderConfig, SceneReader, claim_features
 
 
@@ -82,7 +83,8 @@ def verifier_features(dit: nn.Module, encode, z: Tensor, prompts: list[str], swa
                       cfg: VerifierConfig, reader: SceneReader | None = None) -> Tensor:
     """(B, F) features of latents z (B, C, T, h, w) under their prompts. `encode(texts)` returns the
     text encoder's (states, mask); `swapped[i]` is prompt i with its objects swapped (the prompt
-    itself where there is no swap). One batched DiT pass of 3 x B x levels samples, and with
+    itself where there is no swap). One batched DiT pass of 3 x B x levels samples (2 x when no
+    prompt has a swap: L_s is then L_c), and with
     `cfg.reader` one pass of the reader (then needed)."""
     if cfg.reader and reader is None:
         raise ValueError("this verifier's features include a scene reader's: pass reader=")
@@ -94,16 +96,19 @@ def verifier_features(dit: nn.Module, encode, z: Tensor, prompts: list[str], swa
     ek = noise.repeat(B, *[1] * (noise.ndim - 1))
     tk = t.repeat(B)
     x, target = flow.interpolate(zk, ek, tk), flow.velocity_target(zk, ek)
-    texts = [p for p in prompts for _ in range(K)] + [""] * (B * K) + [s for s in swapped for _ in range(K)]
-    states, mask = encode(texts)  # (3 B K, L, D)
+    # with no prompt to swap, L_s is L_c (the same pass): the DiT runs the prompt and the empty one
+    branches = [prompts, [""] * B] + ([swapped] if list(swapped) != list(prompts) else [])
+    n = len(branches)
+    states, mask = encode([p for texts in branches for p in texts for _ in range(K)])  # (n B K, L, D)
     kept = {}
     hook = dit.final.register_forward_pre_hook(lambda m, a: kept.__setitem__("h", a[0]))
     try:
-        v = dit(torch.cat([x] * 3).to(dtype), torch.cat([tk] * 3), states.to(z.device), mask.to(z.device))
+        v = dit(torch.cat([x] * n).to(dtype), torch.cat([tk] * n), states.to(z.device), mask.to(z.device))
     finally:
         hook.remove()
-    err = ((v.float() - torch.cat([target] * 3)) ** 2).flatten(1).mean(1).view(3, B, K)  # L_c, L_u, L_s
-    parts = [err[0], err[1], err[2], err[2] - err[0]]  # 4 x (B, K)
+    err = ((v.float() - torch.cat([target] * n)) ** 2).flatten(1).mean(1).view(n, B, K)  # L_c, L_u (, L_s)
+    loss_s = err[2] if n == 3 else err[0]
+    parts = [err[0], err[1], loss_s, loss_s - err[0]]  # 4 x (B, K)
     if cfg.hidden:
         h = kept["h"][: B * K].float().view(B, K, -1, kept["h"].shape[-1])  # (B, K, N, D), the prompt's
         parts += [h.mean(2).flatten(1), h.amax(2).flatten(1), h.std(2).flatten(1)]  # 3 x (B, K D)
@@ -178,7 +183,8 @@ def load_verifier(folder: str | Path) -> Verifier:
     folder = Path(folder)
     data = json.loads((folder / CONFIG_NAME).read_text())
     n, reader_cfg = data.pop("num_inputs"), data.pop("reader_config", None)
-    reader = SceneReader(from_dict(ReaderConfig, reader_cfg, "verifier.reader_config")) if reader_cfg else None
-    model = Verifier(from_dict(VerifierConfig, data, "verifier"), n, reader)
+    with skip_init():  # every tensor comes from the file (strict load)
+        reader = SceneReader(from_dict(ReaderConfig, reader_cfg, "verifier.reader_config")) if reader_cfg else None
+        model = Verifier(from_dict(VerifierConfig, data, "verifier"), n, reader)
     model.load_state_dict(load_file(folder / WEIGHTS_NAME))
     return model.eval()

@@ -41,6 +41,7 @@ from .. import __version__, flow
 from ..autoencoder import CausalVideoVAE
 from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME
 from ..config import from_dict, to_dict
+from ..models.loading import skip_init
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
@@ -289,12 +290,15 @@ class KinemaPipeline:
         if binding > 0 and swapped != sampled:
             branches["swap"] = encoded(swapped)
 
+        contexts = {}  # per DiT (the base, a high-noise expert): the branches' captions as it reads them, made once
+
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             n = len(branches)
-            texts, masks = zip(*branches.values())
             dit = self.denoiser(float(t[0]))  # one noise level a step
-            v = dict(zip(branches, dit(torch.cat([x] * n), torch.cat([t] * n), torch.cat(texts),
-                                       torch.cat(masks)).chunk(n)))
+            if dit not in contexts:
+                texts, masks = zip(*branches.values())
+                contexts[dit] = dit.encode_text(torch.cat(texts), torch.cat(masks), keys_values=True)
+            v = dict(zip(branches, dit(torch.cat([x] * n), torch.cat([t] * n), context=contexts[dit]).chunk(n)))
             out = v["cond"] if guidance == 1.0 else flow.cfg_combine(v["cond"], v["uncond"], guidance)
             return out + binding * (v["cond"] - v["swap"]) if "swap" in v else out
 
@@ -380,7 +384,8 @@ def dit_config_of(folder: Path) -> DiTConfig:
 
 def load_dit(folder: Path) -> DiT:
     """The DiT of a part folder written by `save_dit` (on the CPU)."""
-    dit = DiT(dit_config_of(folder))
+    with skip_init():  # every tensor comes from the file (strict load)
+        dit = DiT(dit_config_of(folder))
     dit.load_state_dict(load_file(folder / WEIGHTS_NAME))
     return dit
 

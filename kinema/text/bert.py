@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.loading import skip_init
+
 BERT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
              "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
 
@@ -115,9 +117,10 @@ class BertEncoder(nn.Module):
                 or raw.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{folder} is not a plain BERT encoder (model_type bert, gelu, absolute positions)")
         config = SimpleNamespace(**{k: raw[k] for k in BERT_KEYS})
-        # built on the CPU, then its tensors replaced by the file's: on the meta device the first
-        # normal_ of an embedding costs ~2 s a process (torch 2.13 on an AVX2 CPU), the CPU build 0.25 s
-        model = cls(config)
+        # built on the CPU, unfilled, then its tensors replaced by the file's: on the meta device the
+        # first normal_ of an embedding costs ~2 s a process (torch 2.13 on an AVX2 CPU)
+        with skip_init():
+            model = cls(config)
         weights = {k.removeprefix("bert."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
         wanted = model.state_dict().keys()
         missing = sorted(set(wanted) - set(weights))

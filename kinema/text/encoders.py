@@ -118,12 +118,20 @@ class HFTextEncoder(TextEncoder):
         L = self.max_length
         if not texts:
             return torch.zeros(0, L, self.dim), torch.zeros(0, L, dtype=torch.bool)
+        # each distinct text once (a sampler's batch repeats its prompt per candidate and branch);
+        # the rows do not see each other (padding to max_length, masked), so this is the same
+        unique = list(dict.fromkeys(texts))
         states, masks = [], []
-        for i in range(0, len(texts), self.batch_size):
-            s, m = self._encode_batch(texts[i:i + self.batch_size])
+        for i in range(0, len(unique), self.batch_size):
+            s, m = self._encode_batch(unique[i:i + self.batch_size])
             states.append(s)
             masks.append(m)
-        return torch.cat(states), torch.cat(masks)  # (B, L, dim), (B, L)
+        states, masks = torch.cat(states), torch.cat(masks)  # (U, L, dim), (U, L)
+        if len(unique) < len(texts):
+            row = {text: i for i, text in enumerate(unique)}
+            index = torch.tensor([row[text] for text in texts], device=states.device)
+            states, masks = states[index], masks[index]
+        return states, masks  # (B, L, dim), (B, L)
 
     def _encode_batch(self, texts: list[str], padding: bool | str = "max_length",
                       clauses: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
