@@ -8,8 +8,9 @@ its heap back to the OS whenever 128 KiB lie free there, so the pages fault in a
 `tune_malloc()` raises the mmap threshold to glibc's 64-bit maximum (32 MiB) and the trim
 threshold to 1 GiB, with 64 MiB of top pad: freed blocks stay in the heap for the next op. This is
 what PyTorch's CPU performance guide gets by preloading jemalloc or tcmalloc, done in-process with
-`mallopt`. Measured on the 2-core AVX2 machine: `kinema generate` of the default video 1.5-2 s
-faster (benchmarks/generate_speed.py --malloc both). The cost: the process keeps its peak heap
+`mallopt`. Measured on the 2-core AVX2 machine: `kinema generate` of the default video, four
+candidates, 7.90 s against 9.05 s untuned (benchmarks/generate_speed.py --malloc both; with one
+candidate no difference, 4.87 against 4.76 s). The cost: the process keeps its peak heap
 until it exits, which a command line run does not mind.
 
 The `kinema` command calls it first; a Python program using KinemaPipeline may call it itself.

@@ -538,7 +538,7 @@ class DiT(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if (text is None) == (context is None):
-            raise ValueError("pass the caption as text (and text_mask) or as its encode_text context, not both")
+            raise ValueError("pass the caption exactly once: as text (and text_mask) or as its encode_text context")
         self._check(x, t, text if context is None else context.y, text_mask if context is None else context.mask,
                     encoded=context is not None)
         ctx = self.encode_text(text, text_mask) if context is None else context
