@@ -41,10 +41,10 @@ from .. import __version__, flow
 from ..autoencoder import CausalVideoVAE
 from ..autoencoder.vae import CONFIG_NAME, WEIGHTS_NAME
 from ..config import from_dict, to_dict
-from ..models.loading import skip_init
 from ..data.loader import from_model_range
 from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
+from ..models.loading import skip_init
 from ..models.reader import SceneReader, claim_log_prob
 from ..models.verifier import Verifier, load_verifier, save_verifier, verifier_features
 from ..text import load_text_encoder
