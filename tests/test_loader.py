@@ -224,6 +224,8 @@ def test_motion_repeats_weight_the_pool_by_motion():
     (dict(source="csv", csv="m.csv", spin_degrees=[110, 160]), "needs source = 'world'"),
     (dict(spin_degrees=[80, 160]), "90 < lo <= hi"),
     (dict(spin_degrees=[110]), "90 < lo <= hi"),
+    (dict(spin_degrees={"circle": [110, 160]}), "data.spin_degrees per shape takes square and triangle"),
+    (dict(spin_degrees={"square": [110]}), r"data.spin_degrees.square must be \[lo, hi\]"),
     (dict(source="csv", csv="m.csv", spin_direction="clockwise"), "needs source = 'world'"),
     (dict(spin_direction="cw"), "data.spin_direction must be"),
     (dict(min_gap=0.03), "needs source = 'world', num_clips and exactly one bucket"),
@@ -253,6 +255,24 @@ def test_spin_degrees_render_slower_spins_under_their_own_keys():
             assert kb == (*ka, "spin", 110.0, 160.0)
             differ += 1
     assert 0 < differ < 12
+
+
+def test_spin_degrees_per_shape_render_and_key_the_named_shapes_spins():
+    from kinema.config import from_dict
+    from kinema.world import make_clip
+    cfg = dict(num_clips=60, caption="text", seed=4, buckets=[(17, 64, 64)])
+    table = from_dict(DataConfig, {**cfg, "spin_degrees": {"square": [110, 160]}})  # as a TOML table reads
+    assert table.spin_degrees == {"square": [110.0, 160.0]}
+    squares = VideoBatches(table, 1)
+    spun = 0
+    for step in range(20):
+        (key,), video = squares.batch(step)["keys"], squares.batch(step)["video"][0]
+        want = make_clip(key[1], 64, 64, 17, spin_degrees={"square": (110.0, 160.0)})
+        assert torch.equal(video, to_model_range(want.frames))
+        if any(o.motion == "spinning" for o in want.scene.objects):
+            spun += 1
+            assert key[5:] == ("spin", "square", 110.0, 160.0)  # its own latent, apart from a range's
+    assert 0 < spun < 20
 
 
 def test_spin_direction_keys_and_renders_spins_one_way():

@@ -243,6 +243,34 @@ def test_respin_turns_every_spin_one_way(direction, sign):
         make_clip(5, spin_direction="left")
 
 
+def test_respin_per_shape_slows_only_the_named_shape():
+    from kinema.eval.judge import judge
+    seen = {"square": 0, "triangle": 0}
+    for seed in range(80):
+        world = make_clip(seed, spin_direction="counterclockwise")
+        slow = make_clip(seed, spin_degrees={"square": (110.0, 160.0)}, spin_direction="counterclockwise")
+        assert (slow.text, slow.short_text) == (world.text, world.short_text)
+        for o, s in zip(world.scene.objects, slow.scene.objects):
+            assert (s.centroid, s.extent, s.motion, s.shape) == (o.centroid, o.extent, o.motion, o.shape)
+            if o.motion == "spinning" and o.shape == "square":
+                assert 110.0 <= s.angle[-1] <= 160.0 and s.angle[-1] <= o.angle[-1]
+            else:  # triangles keep the world's 115-240, and the counterclockwise sign
+                assert s.angle == o.angle
+            seen[o.shape] = seen.get(o.shape, 0) + (o.motion == "spinning")
+        if any(o.motion == "spinning" for o in world.scene.objects):
+            assert judge(slow.frames, slow.text).passed
+    assert seen["square"] >= 3 and seen["triangle"] >= 3
+    both = make_clip(7, spin_degrees={"square": (110.0, 160.0), "triangle": (110.0, 160.0)})
+    assert both.scene == make_clip(7, spin_degrees=(110.0, 160.0)).scene  # every shape named: the same as a range
+
+
+@pytest.mark.parametrize("bad,message", [({"circle": (110.0, 160.0)}, "square and triangle"), ({}, "square and triangle"),
+                                         ({"square": (80.0, 160.0)}, r"spin degrees.square must be \[lo, hi\]")])
+def test_respin_per_shape_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        make_clip(3, spin_degrees=bad)
+
+
 @pytest.mark.parametrize("bad", [(90.0, 120.0), (150.0, 120.0)])
 def test_respin_keeps_the_worlds_definition(bad):
     with pytest.raises(ValueError, match="90 < lo <= hi"):

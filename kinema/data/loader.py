@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..world import clip_captions, make_clip
-from ..world.scene import check_spin_degrees, check_spin_direction, closest_approach, num_objects_of, sample_scene
+from ..world.scene import (check_spin_degrees, check_spin_direction, closest_approach, num_objects_of, sample_scene,
+                           spin_key)
 from ..world.vocab import HELD_OUT_WORDS, MOTIONS
 from .dataset import VideoRecord, read_metadata
 from .synth import clip_seed, worker_pool
@@ -41,8 +42,9 @@ class DataConfig:
     # Needs one bucket: a clip's motions depend on its frame count. None = no motion weighting
     motion_repeats: dict[str, int] | None = None
     # world: spinning objects turn lo-hi degrees over the clip instead of the world's 115-240
-    # (kinema.world.respin; captions unchanged; WORLD.md asks >= 90). None = the world's turns
-    spin_degrees: list[float] | None = None
+    # (kinema.world.respin; captions unchanged; WORLD.md asks >= 90); per shape as a table, e.g.
+    # {square = [110, 160]} (a shape left out keeps the world's turns). None = the world's turns
+    spin_degrees: list[float] | dict[str, list[float]] | None = None
     # world: "counterclockwise" or "clockwise": every spinning object turns that way (WORLD.md's
     # captions name no direction; the world draws either). "both" = the world's own
     spin_direction: Literal["both", "counterclockwise", "clockwise"] = "both"
@@ -109,7 +111,7 @@ class DataConfig:
 def world_spin(cfg: DataConfig) -> tuple[tuple[float, float] | None, str | None] | None:
     """(spin degrees or None, spin direction or None) with which a world clip of `cfg` is respun
     (kinema.world.scene.respin), or None for the world's own spins."""
-    degrees = None if cfg.spin_degrees is None else tuple(map(float, cfg.spin_degrees))
+    degrees = None if cfg.spin_degrees is None else check_spin_degrees(cfg.spin_degrees, "data.spin_degrees")
     direction = check_spin_direction(cfg.spin_direction)
     return (degrees, direction) if degrees or direction else None
 
@@ -213,7 +215,7 @@ class VideoBatches:
         key = ("world", seed, *self.cfg.buckets[bucket])
         if self._spin is not None and "spinning" in self._motions(key):  # other pixels: another latent
             degrees, direction = self._spin
-            key += ("spin", *degrees) if degrees else ()
+            key += ("spin", *spin_key(degrees)) if degrees else ()
             key += ("turning", direction) if direction else ()
         return key
 

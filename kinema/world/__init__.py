@@ -34,12 +34,12 @@ class Clip:
 
 def make_clip(seed: int, width: int = 64, height: int = 64, num_frames: int = 17, fps: float = 8.0,
               num_objects: int | None = None, exclude_words: Collection[str] = (),
-              prefer_words: Collection[str] = (), spin_degrees: tuple[float, float] | None = None,
+              prefer_words: Collection[str] = (), spin_degrees=None,
               spin_direction: str | None = None) -> Clip:
     """One clip from its seed: same arguments, same pixels and captions, on any machine.
     Captions never use `exclude_words` and use `prefer_words` wherever they can. `spin_degrees`
-    (lo, hi): spinning objects turn lo-hi degrees in all instead of the world's 115-240
-    (`respin`; the captions are the same); `spin_direction` ("counterclockwise" or "clockwise"):
+    (lo, hi), or {shape: (lo, hi)}: spinning objects (of that shape) turn lo-hi degrees in all
+    instead of the world's 115-240 (`respin`; the captions are the same); `spin_direction` ("counterclockwise" or "clockwise"):
     every spinning object turns that way."""
     scene = sample_scene(seed, width, height, num_frames, fps, num_objects)
     if spin_degrees is not None or spin_direction is not None:

@@ -13,6 +13,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, replace
+from typing import Mapping
 
 from . import vocab
 
@@ -297,14 +298,32 @@ def spin_range(num_frames: int) -> tuple[float, float]:
     return SPIN_DEGREES[0], min(SPIN_DEGREES[1], 30.0 * (num_frames - 1))
 
 
-def check_spin_degrees(degrees, name: str = "spin degrees") -> tuple[float, float]:
-    """`degrees` as (lo, hi), or a ValueError naming `name` unless it is two numbers with
-    90 < lo <= hi (WORLD.md: a spin turns >= 90 degrees over the clip)."""
+SPIN_SHAPES = ("square", "triangle")  # the shapes that can visibly spin (WORLD.md)
+
+
+def check_spin_degrees(degrees, name: str = "spin degrees"):
+    """`degrees` as (lo, hi), or as {shape: (lo, hi)} when given per shape (a table of
+    SPIN_SHAPES; a shape left out keeps the world's turns); a ValueError naming `name` unless each
+    range is two numbers with 90 < lo <= hi (WORLD.md: a spin turns >= 90 degrees over the clip)."""
+    if isinstance(degrees, Mapping):
+        unknown = sorted(set(degrees) - set(SPIN_SHAPES))
+        if unknown or not degrees:
+            raise ValueError(f"{name} per shape takes {' and '.join(SPIN_SHAPES)} (the shapes that spin), "
+                             f"got {sorted(degrees) or 'none'}")
+        return {shape: check_spin_degrees(degrees[shape], f"{name}.{shape}") for shape in SPIN_SHAPES
+                if shape in degrees}
     if (len(degrees) != 2 or not all(isinstance(v, (int, float)) for v in degrees)
             or not 90 < degrees[0] <= degrees[1]):
         raise ValueError(f"{name} must be [lo, hi] with 90 < lo <= hi (WORLD.md: a spin turns >= 90 "
                          f"degrees), got {degrees}")
     return float(degrees[0]), float(degrees[1])
+
+
+def spin_key(degrees) -> tuple:
+    """A flat, hashable form of checked spin degrees ((lo, hi) or {shape: (lo, hi)}), for cache keys."""
+    if isinstance(degrees, Mapping):
+        return tuple(v for shape in sorted(degrees) for v in (shape, *degrees[shape]))
+    return tuple(degrees)
 
 
 SPIN_DIRECTIONS = {"counterclockwise": 1.0, "clockwise": -1.0}  # the sign of a Track's angle
@@ -319,14 +338,15 @@ def check_spin_direction(direction, name: str = "spin direction") -> str | None:
     return direction
 
 
-def respin(scene: Scene, degrees: tuple[float, float] | None = None, direction: str | None = None) -> Scene:
+def respin(scene: Scene, degrees=None, direction: str | None = None) -> Scene:
     """The scene with each spinning object's total turn mapped linearly from spin_range onto
-    `degrees` (None: kept) and turned the `direction` way ("counterclockwise" or "clockwise";
-    None: the world's own, either). The per-frame schedule is kept and nothing else changes (a
-    spinning object's box is its circumradius, so the layout stays valid). WORLD.md asks only
-    for >= 90 degrees either way; a training set may want slower turns or one way only
-    (docs/default-model.md, sessions 22 and 24)."""
-    lo, hi = check_spin_degrees(degrees) if degrees is not None else (None, None)
+    `degrees` ((lo, hi) for every shape, or {shape: (lo, hi)}: a shape not named keeps its turn;
+    None: kept) and turned the `direction` way ("counterclockwise" or "clockwise"; None: the
+    world's own, either). The per-frame schedule is kept and nothing else changes (a spinning
+    object's box is its circumradius, so the layout stays valid). WORLD.md asks only for >= 90
+    degrees either way; a training set may want slower turns, one way only, or squares slower than
+    triangles (docs/default-model.md, sessions 22, 24 and 37)."""
+    degrees = check_spin_degrees(degrees) if degrees is not None else None
     direction = check_spin_direction(direction)
     sign = SPIN_DIRECTIONS[direction] if direction else None
     a, b = spin_range(scene.num_frames)
@@ -335,7 +355,9 @@ def respin(scene: Scene, degrees: tuple[float, float] | None = None, direction: 
         total = o.angle[-1]
         if o.motion == "spinning" and total:
             scale = 1.0
-            if lo is not None:
+            turns = degrees.get(o.shape) if isinstance(degrees, Mapping) else degrees
+            if turns is not None:
+                lo, hi = turns
                 u = (abs(total) - a) / (b - a) if b > a else 0.0
                 scale = (lo + u * (hi - lo)) / abs(total)
             if sign is not None and math.copysign(1.0, total) != sign:
