@@ -266,7 +266,8 @@ def test_spin_degrees_per_shape_render_and_key_the_named_shapes_spins():
     squares = VideoBatches(table, 1)
     spun = 0
     for step in range(20):
-        (key,), video = squares.batch(step)["keys"], squares.batch(step)["video"][0]
+        batch = squares.batch(step)
+        (key,), video = batch["keys"], batch["video"][0]
         want = make_clip(key[1], 64, 64, 17, spin_degrees={"square": (110.0, 160.0)})
         assert torch.equal(video, to_model_range(want.frames))
         if any(o.motion == "spinning" for o in want.scene.objects):

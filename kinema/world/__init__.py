@@ -39,8 +39,8 @@ def make_clip(seed: int, width: int = 64, height: int = 64, num_frames: int = 17
     """One clip from its seed: same arguments, same pixels and captions, on any machine.
     Captions never use `exclude_words` and use `prefer_words` wherever they can. `spin_degrees`
     (lo, hi), or {shape: (lo, hi)}: spinning objects (of that shape) turn lo-hi degrees in all
-    instead of the world's 115-240 (`respin`; the captions are the same); `spin_direction` ("counterclockwise" or "clockwise"):
-    every spinning object turns that way."""
+    instead of the world's 115-240 (`respin`; the captions are the same); `spin_direction`
+    ("counterclockwise" or "clockwise"): every spinning object turns that way."""
     scene = sample_scene(seed, width, height, num_frames, fps, num_objects)
     if spin_degrees is not None or spin_direction is not None:
         scene = respin(scene, spin_degrees, spin_direction)
