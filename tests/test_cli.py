@@ -1,6 +1,7 @@
 """The `kinema` command line: every subcommand and flag of the shapes-world issue."""
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -268,7 +269,9 @@ def test_export_soup_averages_the_dit_weights_of_fine_tunes(tmp_path):
     b = save_pipeline_folder(tmp_path / "b", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32, PipelineDefaults())
     c = save_pipeline_folder(tmp_path / "c", tmp_path / "vae", DiT(cfg), cfg, "minilm", 32, PipelineDefaults())
     parts = [load_file(f / "dit" / "model.safetensors") for f in (model, b, c)]
-    assert main(["export", str(model), "--out", str(tmp_path / "soup"), "--soup", str(b), str(c / "dit")]) == 0
+    (tmp_path / "run").mkdir()
+    shutil.move(c, tmp_path / "run" / "model")  # a run folder: what `kinema train dit` writes to OUT
+    assert main(["export", str(model), "--out", str(tmp_path / "soup"), "--soup", str(tmp_path / "run"), str(b / "dit")]) == 0
     got = load_file(tmp_path / "soup" / "dit" / "model.safetensors")
     assert got.keys() == parts[0].keys() and any(not torch.equal(v, parts[0][k]) for k, v in got.items())
     for k, v in got.items():

@@ -372,9 +372,13 @@ def save_dit(dit: torch.nn.Module, cfg: DiTConfig, folder: Path) -> None:
 
 
 def dit_folder(folder: str | Path) -> Path:
-    """The DiT part of `folder`: its dit/ when it is a pipeline folder, else `folder` itself."""
+    """The DiT part of `folder`: its dit/ when it is a pipeline folder, model/dit/ when it is a run
+    folder (what `kinema train dit` writes to OUT), else `folder` itself."""
     folder = Path(folder)
-    return folder / "dit" if (folder / "dit").is_dir() else folder
+    for part in (folder / "dit", folder / "model" / "dit"):
+        if part.is_dir():
+            return part
+    return folder
 
 
 def dit_config_of(folder: Path) -> DiTConfig:
