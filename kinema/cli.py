@@ -9,7 +9,7 @@
     kinema train latents --config configs/default-gpu.toml   (a DiT config's pool, encoded ahead)
     kinema generate "PROMPT" --out out.mp4 [--model DIR --seed --steps --guidance --eta --binding-guidance --negative
                     --candidates K --frames --width --height --fps]
-    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --soup DIR... --out DIR --steps --guidance --shift --eta --binding-guidance --candidates --dtype fp16
+    kinema export MODEL_DIR [--vae DECODER_FINE_TUNE --checkpoint CKPT --soup DIR... --keep-verifier --out DIR --steps --guidance --shift --eta --binding-guidance --candidates --dtype fp16
                   --high-noise-expert DIR --expert-boundary T]   (default: the shipped model)
     kinema eval --model DIR --suite shapes-v1 --prompts 100 --videos-per-prompt 2 --out REPORT_DIR
                 [--compare OTHER_REPORT --i3d I3D.pt]   (or --report R --compare R2; or --vae DIR ...)
@@ -156,7 +156,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if defaults.get("shift") == "auto":
         defaults["shift"] = None  # from the token count at generation time
     out = export_model(a.model, a.out or DEFAULT_MODEL_DIR, a.vae, defaults, a.checkpoint, a.dtype,
-                       a.high_noise_expert, a.expert_boundary, a.soup)
+                       a.high_noise_expert, a.expert_boundary, a.soup, a.keep_verifier)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({"out": str(out), "megabytes": round(size / 2**20, 2)}))
     return 0
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "expert runs (with --high-noise-expert; alone, moves a model's expert boundary)")
     x.add_argument("--soup", nargs="+", metavar="DIR", help="model or run folders of the same DiT (fine-tunes of "
                    "one parent): the exported DiT's weights are the uniform mean of the model's and theirs")
+    x.add_argument("--keep-verifier", action="store_true", help="keep the model's verifier though the exported "
+                   "DiT changed (soup, checkpoint, dtype), re-stamped for it: measure its picks (default: dropped)")
     x.set_defaults(func=_cmd_export)
 
     e = sub.add_parser("eval", help="evaluate a model on a prompt suite, or autoencoders (docs/evaluation.md)")

@@ -36,10 +36,9 @@ import torch
 from tqdm import tqdm
 
 from kinema import flow
-from kinema.models.verifier import dit_fingerprint
 from kinema.pipelines import KinemaPipeline
 from kinema.pipelines.pipeline import (CONFIG_NAME, DEFAULT_MODEL_DIR, VERIFIER_DIR, WEIGHTS_NAME, _cast_weights,
-                                       load_dit, save_dit)
+                                       restamp_verifier, save_dit)
 from kinema.train.dit import ema_update, sample_generator
 from train_verifier import FIRST_UNUSED  # scripts/: prompts below it are the test's and tuning's
 
@@ -132,11 +131,8 @@ def train(a) -> None:
     shutil.copytree(src, folder)
     save_dit(dit, dit.cfg, folder / "dit")
     _cast_weights(folder / "dit" / WEIGHTS_NAME, torch.float16)
-    verifier = folder / VERIFIER_DIR / CONFIG_NAME
-    if verifier.is_file() and a.keep_verifier:  # the old head re-stamped for the new DiT: a probe, not a fit
-        cfg = json.loads(verifier.read_text())
-        cfg["dit_sha256"] = dit_fingerprint(load_dit(folder / "dit"))  # as the pipeline will load it
-        verifier.write_text(json.dumps(cfg, indent=1))
+    if (folder / VERIFIER_DIR / CONFIG_NAME).is_file() and a.keep_verifier:
+        restamp_verifier(folder)  # the old head re-stamped for the new DiT: a probe, not a fit
     (out / "args.json").write_text(json.dumps(vars(a), indent=1))
     print(f"wrote {folder} ({time.time() - t0:.0f}s)")
 

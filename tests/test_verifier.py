@@ -12,7 +12,8 @@ from kinema.models.dit import DiT, DiTConfig
 from kinema.models.verifier import (Verifier, VerifierConfig, dit_fingerprint, fit_verifier, load_verifier,
                                     num_features, save_verifier, verifier_features)
 from kinema.pipelines import KinemaPipeline
-from kinema.pipelines.pipeline import VERIFIER_DIR, _verifier_for, export_model, save_pipeline_folder
+from kinema.pipelines.pipeline import (VERIFIER_DIR, _verifier_for, export_model, load_dit, restamp_verifier,
+                                      save_pipeline_folder)
 
 TWO = "a red circle moving left and a blue square moving right"
 
@@ -237,6 +238,14 @@ def test_a_verifier_for_other_weights_is_ignored_and_not_exported(parts, tmp_pat
         out = export_model(folder, tmp_path / "half", dtype="fp16")
     assert not (out / VERIFIER_DIR).exists()
     assert json.loads((out / "model_index.json").read_text())["dit"] == "dit"
+    # keep_verifier: the same head, re-stamped for the exported (here fp16-rounded) DiT, so it is used
+    kept = export_model(folder, tmp_path / "kept", dtype="fp16", keep_verifier=True)
+    head, new = load_verifier(kept / VERIFIER_DIR), load_dit(kept / "dit")
+    assert _verifier_for(kept / VERIFIER_DIR, new) is not None and _verifier_for(kept / VERIFIER_DIR, dit) is None
+    old = load_verifier(folder / VERIFIER_DIR)
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), old.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="no verifier"):
+        restamp_verifier(tmp_path / "half")
 
 
 def test_picker_probe_remakes_the_candidates_the_pipeline_chooses_among(parts):

@@ -46,7 +46,7 @@ from ..data.video_io import write_video
 from ..models.dit import DiT, DiTConfig
 from ..models.loading import skip_init
 from ..models.reader import SceneReader, claim_log_prob
-from ..models.verifier import Verifier, load_verifier, save_verifier, verifier_features
+from ..models.verifier import Verifier, dit_fingerprint, load_verifier, save_verifier, verifier_features
 from ..text import load_text_encoder
 from ..text.lexicon import Lexicon, lexicon_switched_off
 from ..text.refine import VOCAB_FILE, PromptRefiner, load_tables, save_vocabulary
@@ -466,7 +466,7 @@ WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfl
 def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae_dir: str | Path | None = None,
                  defaults: dict | None = None, checkpoint: str | Path | None = None, dtype: str = "fp32",
                  high_noise_expert: str | Path | None = None, expert_boundary: float | None = None,
-                 soup: list[str | Path] | None = None) -> Path:
+                 soup: list[str | Path] | None = None, keep_verifier: bool = False) -> Path:
     """Copy a trained model folder to `out` (default: the shipped default model) with only what
     generation needs: model_index.json, dit/ and vae/ (config + safetensors), text_encoder/ if local,
     verifier/ if the exported DiT is still the one it was fitted on.
@@ -483,7 +483,10 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
     noise levels t >= `expert_boundary` (required with it; alone, it moves an expert's boundary).
     `soup` (model or run folders, or their dit/) makes the DiT's weights the uniform mean of the
     model's (or `checkpoint`'s) and theirs, averaged in fp32: a model soup (Wortsman et al. 2022) of
-    fine-tunes of one parent, which must be the same DiT (config)."""
+    fine-tunes of one parent, which must be the same DiT (config).
+    `keep_verifier` keeps the model's verifier even when the exported DiT is not the one it was
+    fitted on (a soup, a checkpoint, a dtype), re-stamped for the new weights (`restamp_verifier`):
+    an approximation whose picks must be measured, not assumed (docs/default-model.md, session 38)."""
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights dtype must be one of {list(WEIGHT_DTYPES)}, got {dtype!r}")
     src, out = Path(model_dir), Path(out)
@@ -546,11 +549,28 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
         if (src / VERIFIER_DIR / WEIGHTS_NAME).is_file():  # kept only while the DiT is the one it was fitted on
             if load_verifier(src / VERIFIER_DIR).fits(load_dit(tmp / index["dit"])):
                 _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
+            elif keep_verifier:
+                _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
+                restamp_verifier(tmp)
             else:
                 warnings.warn(f"{src / VERIFIER_DIR} was fitted on the DiT before this export's changes (soup, "
-                              "checkpoint or dtype): not copied; refit it with scripts/train_verifier.py",
+                              "checkpoint or dtype): not copied; refit it with scripts/train_verifier.py "
+                              "(or keep it re-stamped with keep_verifier, and measure its picks)",
                               stacklevel=2)
     return out
+
+
+def restamp_verifier(folder: str | Path) -> None:
+    """Mark a model folder's verifier as fitted on the folder's DiT (its fingerprint, as the
+    pipeline will load it), though it was fitted on another: for a DiT close to the verifier's
+    (a soup or short fine-tune of it), whose picks are then measured rather than refitted."""
+    path = Path(folder) / VERIFIER_DIR / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no verifier at '{path.parent}' to re-stamp")
+    dit = load_dit(Path(folder) / json.loads((Path(folder) / INDEX_FILE).read_text())["dit"])
+    cfg = json.loads(path.read_text())
+    cfg["dit_sha256"] = dit_fingerprint(dit)
+    path.write_text(json.dumps(cfg, indent=1))
 
 
 def _average_weights(path: Path, others: list[Path]) -> None:
