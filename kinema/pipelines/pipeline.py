@@ -547,11 +547,11 @@ def export_model(model_dir: str | Path, out: str | Path = DEFAULT_MODEL_DIR, vae
             for part in (index["dit"], "vae", *(["dit_high"] if expert_src is not None else [])):
                 _cast_weights(tmp / part / WEIGHTS_NAME, WEIGHT_DTYPES[dtype])
         if (src / VERIFIER_DIR / WEIGHTS_NAME).is_file():  # kept only while the DiT is the one it was fitted on
-            if load_verifier(src / VERIFIER_DIR).fits(load_dit(tmp / index["dit"])):
-                _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
-            elif keep_verifier:
+            if keep_verifier:  # or asked for: stamped with this DiT (the same stamp where it still fits)
                 _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
                 restamp_verifier(tmp)
+            elif load_verifier(src / VERIFIER_DIR).fits(load_dit(tmp / index["dit"])):
+                _copy_part(src / VERIFIER_DIR, tmp / VERIFIER_DIR)
             else:
                 warnings.warn(f"{src / VERIFIER_DIR} was fitted on the DiT before this export's changes (soup, "
                               "checkpoint or dtype): not copied; refit it with scripts/train_verifier.py "
